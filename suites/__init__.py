@@ -1,0 +1,1 @@
+"""Benchmark suites: GSM8K, AIME, LiveCodeBench (imported as eval_harness.suites)."""
