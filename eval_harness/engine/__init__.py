@@ -1,0 +1,1 @@
+"""Serving layer: start or attach to a vLLM server, talk to it, read its metrics."""

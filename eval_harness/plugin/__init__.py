@@ -1,0 +1,58 @@
+"""vLLM general plugin: switch the RoPE path from `ROPE_EVAL_PATH` and count every call.
+
+vLLM calls `register()` in every process (API server, engine core, workers). With the variable
+unset it does nothing, so installing rope-eval never changes a user's vLLM.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from eval_harness.paths import ENV_COUNTS_DIR, ENV_PATH, PathSpec, RopeFn, load_custom, parse_path
+
+logger = logging.getLogger("rope_eval.plugin")
+_registered: PathSpec | None = None
+
+
+def _implementation(spec: PathSpec) -> dict[str, RopeFn]:
+    """The in-place kernel-signature function a path runs inside `rope_eval::apply`."""
+    if spec.kind == "triton":
+        from eval_harness.kernels.rope import rotary_embedding
+
+        return {spec.name: rotary_embedding}
+    if spec.kind == "custom":
+        return {spec.name: load_custom(spec)}
+    return {}  # native and platform keep vLLM's own code and only count
+
+
+def register() -> None:
+    global _registered
+    text = os.environ.get(ENV_PATH)
+    if not text:
+        return
+    spec = parse_path(text)  # an unknown name fails the server's start-up, loudly
+    if _registered is not None:
+        return
+    from . import ops
+    from .counters import CounterBank, CountsWriter
+
+    bank = CounterBank(spec.name)
+    ops.install(bank, _implementation(spec))
+    from . import ascend
+
+    if ascend.ascend_present():
+        ascend.install(spec)
+        switched = ["vllm_ascend rope_forward_oot"]
+    else:
+        from .rotary import register_classes
+
+        switched = register_classes(spec)
+    counts_dir = os.environ.get(ENV_COUNTS_DIR)
+    if counts_dir:
+        CountsWriter(bank, Path(counts_dir)).start()
+    _registered = spec
+    logger.warning(
+        "rope-eval: RoPE path %s active in pid %d (%s)", spec.name, os.getpid(), ", ".join(switched)
+    )

@@ -1,0 +1,194 @@
+"""Start a vLLM OpenAI server for one RoPE path, wait until it is healthy, and always stop it.
+
+The server runs in its own process group (vLLM spawns engine-core and worker processes), so
+stopping kills the whole group: no orphan survives an error, Ctrl-C or a dead start-up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from eval_harness.paths import ENV_COUNTS_DIR, ENV_PATH, PathSpec
+
+LOG_TAIL_LINES = 40
+
+
+class ServerError(RuntimeError):
+    """The server failed to start, or died; the message carries the end of its log."""
+
+
+@dataclass
+class ServerSpec:
+    model: str
+    path: PathSpec
+    run_dir: Path
+    label: str  # names the log and counts dir; e.g. "triton" or "native-aa"
+    serve_args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    startup_timeout: float = 900.0
+    cpu: bool = True  # CPU engine: Triton only through its interpreter
+
+    @property
+    def log_file(self) -> Path:
+        return self.run_dir / f"server-{self.label}.log"
+
+    @property
+    def counts_dir(self) -> Path:
+        return self.run_dir / f"counts-{self.label}"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        return s.connect_ex((host, port)) == 0
+
+
+def server_env(spec: ServerSpec) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            ENV_PATH: spec.path.name,
+            ENV_COUNTS_DIR: str(spec.counts_dir),
+            "HF_HUB_OFFLINE": "1",
+            "VLLM_NO_USAGE_STATS": "1",
+        }
+    )
+    if spec.cpu:
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        if spec.path.kind in ("triton", "custom"):
+            env["TRITON_INTERPRET"] = "1"  # the only way Triton runs without a GPU
+    env.update(spec.env)
+    return env
+
+
+def _port_from_args(args: list[str]) -> int | None:
+    for i, a in enumerate(args):
+        if a == "--port" and i + 1 < len(args):
+            return int(args[i + 1])
+        if a.startswith("--port="):
+            return int(a.split("=", 1)[1])
+    return None
+
+
+def build_command(spec: ServerSpec, port: int) -> list[str]:
+    # `python -m` rather than `vllm serve`: the vllm-cpu distribution has no `vllm` dist-info,
+    # which the `vllm serve` entry point looks up.
+    args = [a for a in spec.serve_args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        spec.model,
+        "--host",
+        "127.0.0.1",
+        "--disable-uvicorn-access-log",
+    ]
+    if _port_from_args(args) is None:
+        cmd += ["--port", str(port)]
+    return cmd + args
+
+
+class VllmServer:
+    """Context manager around one server process group."""
+
+    def __init__(self, spec: ServerSpec):
+        self.spec = spec
+        self.proc: subprocess.Popen | None = None
+        self.port = _port_from_args(spec.serve_args) or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> VllmServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        model = self.spec.model
+        if model.startswith(("/", ".", "~")) and not Path(model).expanduser().is_dir():
+            raise ServerError(f"model directory {model!r} does not exist")
+        if port_in_use(self.port):
+            raise ServerError(f"port {self.port} is already in use on 127.0.0.1; free it or drop --port")
+        self.spec.run_dir.mkdir(parents=True, exist_ok=True)
+        self.spec.counts_dir.mkdir(parents=True, exist_ok=True)
+        log = self.spec.log_file.open("ab")
+        # cwd is the run dir: the repo root on sys.path would expose `kernels/` as a top-level
+        # module, which transformers mistakes for Hugging Face's kernel hub.
+        self.proc = subprocess.Popen(
+            build_command(self.spec, self.port),
+            env=server_env(self.spec),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=self.spec.run_dir,
+            start_new_session=True,
+        )
+        log.close()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + self.spec.startup_timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            try:
+                if httpx.get(f"{self.url}/health", timeout=2.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise ServerError(
+            f"server for path {self.spec.path.name} not healthy after "
+            f"{self.spec.startup_timeout:.0f}s\n{self.log_tail()}"
+        )
+
+    def check_alive(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise ServerError(
+                f"server for path {self.spec.path.name} exited with code "
+                f"{self.proc.returncode}; last log lines:\n{self.log_tail()}"
+            )
+
+    def log_tail(self, n: int = LOG_TAIL_LINES) -> str:
+        try:
+            with self.spec.log_file.open(errors="replace") as f:
+                return "".join(deque(f, maxlen=n))
+        except OSError:
+            return "(no server log)"
+
+    def stop(self, grace: float = 20.0) -> None:
+        if self.proc is None:
+            return
+        proc, self.proc = self.proc, None
+        if proc.poll() is None:
+            _signal_group(proc.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(grace)
+        _signal_group(proc.pid, signal.SIGKILL)  # stragglers: workers that ignored SIGTERM
+        proc.wait()
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, sig)

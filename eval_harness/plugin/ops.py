@@ -1,0 +1,61 @@
+"""torch.library custom ops through which every RoPE call passes.
+
+Both ops are opaque to torch.compile (a `register_fake` gives their shapes), so their bodies
+run on every call instead of being traced away, and the counter bump inside stays on the
+data path. `apply` runs a kernel-signature implementation in place; `mark` only counts, for
+paths whose math must stay traceable (vLLM's native math is compiled by Inductor in real
+deployments, and the `native` baseline should be that, not an eager copy of it).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from eval_harness.paths import RopeFn
+
+from .counters import CounterBank
+
+_BANK: CounterBank | None = None
+_IMPLS: dict[str, RopeFn] = {}
+
+
+def install(bank: CounterBank, impls: dict[str, RopeFn]) -> None:
+    global _BANK
+    _BANK = bank
+    _IMPLS.update(impls)
+
+
+def _bump(name: str, device: torch.device) -> None:
+    if _BANK is not None:
+        _BANK.bump(name, device)
+
+
+@torch.library.custom_op("rope_eval::apply", mutates_args=("query", "key"))
+def apply(
+    positions: torch.Tensor,
+    query: torch.Tensor,
+    key: torch.Tensor | None,
+    head_size: int,
+    cos_sin_cache: torch.Tensor,
+    is_neox: bool,
+    impl: str,
+) -> None:
+    _bump(impl, query.device)
+    _IMPLS[impl](positions, query, key, head_size, cos_sin_cache, is_neox)
+
+
+@apply.register_fake
+def _apply_fake(positions, query, key, head_size, cos_sin_cache, is_neox, impl) -> None:
+    return None
+
+
+# `positions` is declared mutated (it is not) so the compiler keeps the op and its order:
+# an op with no used output and no mutation would be dead-code-eliminated.
+@torch.library.custom_op("rope_eval::mark", mutates_args=("positions",))
+def mark(positions: torch.Tensor, impl: str) -> None:
+    _bump(impl, positions.device)
+
+
+@mark.register_fake
+def _mark_fake(positions, impl) -> None:
+    return None

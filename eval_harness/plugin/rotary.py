@@ -1,0 +1,98 @@
+"""Out-of-tree RotaryEmbedding classes that route every forward through the chosen path.
+
+vLLM's `CustomOp.__new__` looks a class up by its own name in the out-of-tree registry, so
+each RoPE class a model may build (RotaryEmbedding and the scaling subclasses that share its
+`cos_sin_cache` math) gets a subclass here. All `forward_*` methods point at one dispatcher:
+whichever of them vLLM picks (native when the op is disabled, cuda/cpu when enabled), the
+requested path runs.
+"""
+
+from __future__ import annotations
+
+import torch
+from vllm.model_executor.custom_op import CustomOp, op_registry_oot
+from vllm.model_executor.layers import rotary_embedding as rope_pkg
+from vllm.model_executor.layers.rotary_embedding.base import RotaryEmbedding
+from vllm.platforms import current_platform
+
+from eval_harness.paths import PathSpec
+
+from . import ops
+
+# Subclasses that only change how `cos_sin_cache` is built and keep RotaryEmbedding's
+# forward: for these, swapping the forward swaps the path without changing the math.
+CANDIDATE_CLASSES = (
+    "RotaryEmbedding",
+    "Llama3RotaryEmbedding",
+    "LinearScalingRotaryEmbedding",
+    "DynamicNTKScalingRotaryEmbedding",
+    "NTKScalingRotaryEmbedding",
+    "YaRNScalingRotaryEmbedding",
+)
+
+
+def _platform_forward(base: type[RotaryEmbedding]):
+    if current_platform.is_cpu():
+        return base.forward_cpu
+    if current_platform.is_out_of_tree():
+        return base.forward_oot
+    return base.forward_cuda
+
+
+def _make_class(base: type[RotaryEmbedding], spec: PathSpec) -> type:
+    platform_forward = _platform_forward(base)
+    name = spec.name
+
+    def forward(self, positions: torch.Tensor, query: torch.Tensor, key: torch.Tensor | None = None):
+        if spec.kind == "native":
+            ops.mark(positions, name)
+            return RotaryEmbedding.forward_native(self, positions, query, key)
+        if spec.kind == "platform":
+            ops.mark(positions, name)
+            return platform_forward(self, positions, query, key)
+        cache = self._match_cos_sin_cache_dtype(query)
+        ops.apply(positions, query, key, self.head_size, cache, self.is_neox_style, name)
+        return query, key
+
+    methods = {
+        m: forward
+        for m in (
+            "forward_native",
+            "forward_cuda",
+            "forward_cpu",
+            "forward_oot",
+            "forward_hip",
+            "forward_xpu",
+        )
+    }
+    return type(f"RopeEval{base.__name__}", (base,), methods)
+
+
+def switchable_classes() -> list[type[RotaryEmbedding]]:
+    """The RoPE classes whose forward is RotaryEmbedding's, so the swap preserves the math."""
+    out = []
+    for cls_name in CANDIDATE_CLASSES:
+        cls = getattr(rope_pkg, cls_name, None)
+        if cls is None:
+            continue
+        own = [m for m in ("forward_native", "forward_cuda", "forward_cpu") if m in vars(cls)]
+        if cls is RotaryEmbedding or not own:
+            out.append(cls)
+    return out
+
+
+def register_classes(spec: PathSpec) -> list[str]:
+    """Register our subclass for each switchable class; returns the names registered."""
+    done = []
+    for base in switchable_classes():
+        existing = op_registry_oot.get(base.__name__)
+        if existing is not None:
+            if existing.__name__.startswith("RopeEval"):
+                continue  # plugin loaded twice in one process
+            raise RuntimeError(
+                f"{base.__name__} already has an out-of-tree implementation ({existing.__module__}."
+                f"{existing.__name__}); rope-eval cannot also replace it"
+            )
+        CustomOp.register_oot(_make_class(base, spec), name=base.__name__)
+        done.append(base.__name__)
+    return done
