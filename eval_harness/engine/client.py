@@ -172,10 +172,13 @@ class Client:
         requests: Sequence[Request],
         on_result: Callable[[Result], Awaitable[None] | None],
         desc: str = "requests",
+        progress: bool = True,
     ) -> None:
         """Send all requests with bounded concurrency; `on_result` sees each as it completes."""
         sem = asyncio.Semaphore(self.concurrency)
-        bar = tqdm(total=len(requests), desc=desc, unit="req", dynamic_ncols=True, leave=False)
+        bar = tqdm(
+            total=len(requests), desc=desc, unit="req", dynamic_ncols=True, leave=False, disable=not progress
+        )
 
         async def one(req: Request) -> None:
             async with sem:

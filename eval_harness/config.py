@@ -1,0 +1,177 @@
+"""Run configuration: one YAML per model or profile, validated by pydantic.
+
+An error names the key at fault (pydantic's `loc`), so a typo in a 200-line release config is
+a one-line fix, not a stack trace.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from eval_harness.paths import PathError, parse_path
+
+Profile = Literal["smoke", "nightly", "release"]
+PROFILES: tuple[Profile, ...] = ("smoke", "nightly", "release")
+
+
+class ConfigError(ValueError):
+    """A config that cannot be run; the message names the file and the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SamplingConfig(_Strict):
+    max_tokens: int = Field(256, gt=0)
+    temperature: float = Field(0.0, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_k: int = -1
+    # samples per problem; k > 1 needs temperature > 0 to mean anything
+    k: int = Field(1, gt=0)
+    logprobs: int = Field(5, ge=0, le=20)  # top-k per generated step, for the L2 diff
+
+    @model_validator(mode="after")
+    def _k_needs_sampling(self) -> SamplingConfig:
+        if self.k > 1 and self.temperature == 0.0:
+            raise ValueError("k > 1 samples with temperature 0 are identical; set temperature > 0")
+        return self
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+class SuiteConfig(_Strict):
+    style: str = "chat-0shot"
+    sampling: SamplingConfig = SamplingConfig()
+    # problems per profile; None means the whole split
+    limit: dict[Profile, int | None] = Field(
+        default_factory=lambda: {"smoke": 10, "nightly": 200, "release": None}
+    )
+    margin: float = Field(0.02, gt=0.0, le=1.0)  # TOST equivalence margin on accuracy
+
+
+class LogprobConfig(_Strict):
+    """L1: teacher-forced scoring of the baseline's sequences under every path."""
+
+    top_k: int = Field(5, ge=1, le=20)
+    sequences: dict[Profile, int] = Field(
+        default_factory=lambda: {"smoke": 16, "nightly": 128, "release": 512}
+    )
+
+
+class DraftConfig(_Strict):
+    path: str
+    method: Literal["eagle3", "eagle"] = "eagle3"
+    num_speculative_tokens: int = Field(3, ge=1, le=16)
+
+
+class ModelEntry(_Strict):
+    name: str
+    # local directory, hub id, or `builtin:<tiny-model>` (built on demand by `rope-eval models`)
+    path: str
+    draft: DraftConfig | None = None
+    serve_args: list[str] = Field(default_factory=list)
+    suites: list[str] | None = None  # None: every configured suite; []: L1 only
+
+    @field_validator("serve_args")
+    @classmethod
+    def _no_managed_flags(cls, v: list[str]) -> list[str]:
+        managed = {"--model", "--speculative-config", "--host"}
+        bad = [a for a in v if a.split("=", 1)[0] in managed]
+        if bad:
+            raise ValueError(f"{bad} are set by rope-eval from the config; remove them from serve_args")
+        return v
+
+
+class ProfileConfig(_Strict):
+    aa: bool = False  # run the baseline twice to measure the noise floor
+    concurrency: int = Field(8, gt=0)
+
+
+class RunConfig(_Strict):
+    name: str
+    models: list[ModelEntry] = Field(min_length=1)
+    paths: list[str] = Field(min_length=2)  # the first is the baseline
+    serve_args: list[str] = Field(default_factory=list)  # for every model, before its own
+    suites: dict[str, SuiteConfig] = Field(default_factory=dict)
+    l1: LogprobConfig = LogprobConfig()
+    profiles: dict[Profile, ProfileConfig] = Field(
+        default_factory=lambda: {
+            "smoke": ProfileConfig(),
+            "nightly": ProfileConfig(aa=True),
+            "release": ProfileConfig(aa=True),
+        }
+    )
+    seed: int = 1234
+    startup_timeout: float = Field(900.0, gt=0)
+
+    @field_validator("paths")
+    @classmethod
+    def _known_paths(cls, v: list[str]) -> list[str]:
+        for p in v:
+            try:
+                parse_path(p)
+            except PathError as exc:
+                raise ValueError(str(exc)) from None
+        if len(set(v)) != len(v):
+            raise ValueError(f"paths repeat: {v}; an A/A run is configured with profiles.<name>.aa")
+        return v
+
+    @field_validator("suites")
+    @classmethod
+    def _known_suites(cls, v: dict[str, SuiteConfig]) -> dict[str, SuiteConfig]:
+        from eval_harness.suites import SUITE_NAMES
+
+        unknown = sorted(set(v) - set(SUITE_NAMES))
+        if unknown:
+            raise ValueError(f"unknown suites {unknown}; known: {sorted(SUITE_NAMES)}")
+        return v
+
+    @model_validator(mode="after")
+    def _model_suites_exist(self) -> RunConfig:
+        for m in self.models:
+            missing = sorted(set(m.suites or []) - set(self.suites))
+            if missing:
+                raise ValueError(f"model {m.name!r} lists suites {missing} that are not under `suites`")
+        return self
+
+    @property
+    def baseline(self) -> str:
+        return self.paths[0]
+
+    def profile(self, name: Profile) -> ProfileConfig:
+        return self.profiles.get(name, ProfileConfig(aa=name != "smoke"))
+
+    def suites_for(self, model: ModelEntry) -> list[str]:
+        return list(self.suites) if model.suites is None else list(model.suites)
+
+
+def _format_errors(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"  {loc}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def load_config(path: Path) -> RunConfig:
+    """Read and validate a config; environment variables in strings (`${VAR}`) are expanded."""
+    try:
+        raw = yaml.safe_load(os.path.expandvars(Path(path).read_text()))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config {path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {path} must be a mapping at the top level")
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"config {path} is invalid:\n{_format_errors(exc)}") from None

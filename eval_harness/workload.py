@@ -1,0 +1,107 @@
+"""The paired workload: identical requests, seeds and order for every path.
+
+Everything here is a pure function of the config, the profile and the data, so two paths
+(or two runs, for resume) build byte-identical request lists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from eval_harness.config import ModelEntry, Profile, RunConfig, SuiteConfig
+from eval_harness.engine.client import Request, Sampling
+from eval_harness.store import Sample
+from eval_harness.suites import DataSource, Item, data_hash, get_suite
+
+PROBE = "probe"  # unscored prompts for models that run no suite: feeds L1 and L2 only
+
+
+@dataclass(frozen=True)
+class Work:
+    request: Request
+    suite: str
+    item_id: str
+    sample_idx: int
+    prompt_hash: str
+
+
+def derive_seed(run_seed: int, key: str) -> int:
+    """A per-request seed: different per sample, identical across paths and reruns."""
+    return int.from_bytes(hashlib.sha256(f"{run_seed}/{key}".encode()).digest()[:4], "big") >> 1
+
+
+def _prompt_hash(messages: list[dict] | None, text: str | list[int] | None) -> str:
+    return hashlib.sha256(json.dumps([messages, text], sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _sampling(sc: SuiteConfig, seed: int) -> Sampling:
+    s = sc.sampling
+    return Sampling(
+        max_tokens=s.max_tokens,
+        temperature=s.temperature,
+        top_p=s.top_p,
+        top_k=s.top_k,
+        seed=seed,
+        logprobs=s.logprobs or None,
+    )
+
+
+def suite_work(cfg: RunConfig, name: str, items: list[Item]) -> list[Work]:
+    sc = cfg.suites[name]
+    suite = get_suite(name)
+    out = []
+    for item in items:
+        prompt = suite.prompt(item, sc.style)
+        for j in range(sc.sampling.k):
+            key = f"{item.id}#{j}"
+            req = Request(
+                key=key,
+                sampling=_sampling(sc, derive_seed(cfg.seed, key)),
+                messages=prompt.messages,
+                prompt=prompt.text,
+            )
+            out.append(Work(req, name, item.id, j, _prompt_hash(prompt.messages, prompt.text)))
+    return out
+
+
+def load_items(
+    cfg: RunConfig, model: ModelEntry, profile: Profile, source: DataSource
+) -> tuple[dict[str, list[Item]], dict[str, str]]:
+    """Items per suite for this model and profile, and their data hashes for the manifest."""
+    items, hashes = {}, {}
+    for name in cfg.suites_for(model):
+        limit = cfg.suites[name].limit.get(profile)
+        items[name] = get_suite(name).load(source, "test", limit)
+        hashes[name] = data_hash(items[name])
+    return items, hashes
+
+
+def probe_work(cfg: RunConfig, profile: Profile, max_tokens: int = 48) -> list[Work]:
+    """Greedy continuations of fixed texts of growing length (positions up to ~1.5k tokens),
+    so a position-dependent RoPE error shows in L1/L2 even where no suite runs."""
+    from eval_harness.models.corpus import ENGLISH, MATH
+
+    text = (ENGLISH + MATH) * 3
+    n = cfg.l1.sequences[profile]
+    out = []
+    for i in range(n):
+        prompt = text[: 120 + (len(text) - 120) * i // max(1, n - 1)]
+        key = f"{PROBE}/{i}#0"
+        req = Request(key=key, sampling=Sampling(max_tokens=max_tokens, logprobs=cfg.l1.top_k), prompt=prompt)
+        out.append(Work(req, PROBE, f"{PROBE}/{i}", 0, _prompt_hash(None, prompt)))
+    return out
+
+
+def l1_work(cfg: RunConfig, profile: Profile, baseline: list[Sample]) -> list[Work]:
+    """Teacher-force the baseline's own sequences (prompt + generated tokens) under a path."""
+    seqs = [s for s in sorted(baseline, key=lambda s: s.key) if s.kind == "gen" and s.prompt_token_ids]
+    out = []
+    for s in seqs[: cfg.l1.sequences[profile]]:
+        ids = list(s.prompt_token_ids or []) + list(s.token_ids)
+        req = Request(
+            key=f"l1/{s.key}", sampling=Sampling(max_tokens=1), prompt=ids, prompt_logprobs=cfg.l1.top_k
+        )
+        out.append(Work(req, "l1", s.item_id or s.key, 0, _prompt_hash(None, ids)))
+    return out
