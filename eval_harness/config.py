@@ -127,11 +127,11 @@ class RunConfig(_Strict):
     @field_validator("suites")
     @classmethod
     def _known_suites(cls, v: dict[str, SuiteConfig]) -> dict[str, SuiteConfig]:
-        from eval_harness.suites import SUITE_NAMES
+        from eval_harness.suites import suite_names
 
-        unknown = sorted(set(v) - set(SUITE_NAMES))
+        unknown = sorted(set(v) - set(suite_names()))
         if unknown:
-            raise ValueError(f"unknown suites {unknown}; known: {sorted(SUITE_NAMES)}")
+            raise ValueError(f"unknown suites {unknown}; known: {suite_names()}")
         return v
 
     @model_validator(mode="after")

@@ -1,0 +1,24 @@
+"""Code sandbox for judging generated solutions (LiveCodeBench). See DESIGN.md §7.
+
+Generated code never runs in the harness process: `judge` starts one launcher process tree per
+solution, inside namespaces when the host allows them (`isolation.detect`)."""
+
+from .compare import functional_matches, stdin_matches
+from .isolation import Isolation, detect
+from .judge import Job, JudgeResult, Limits, SandboxError, Status, TestCase, TestOutcome, judge, judge_many
+
+__all__ = [
+    "Isolation",
+    "Job",
+    "JudgeResult",
+    "Limits",
+    "SandboxError",
+    "Status",
+    "TestCase",
+    "TestOutcome",
+    "detect",
+    "functional_matches",
+    "judge",
+    "judge_many",
+    "stdin_matches",
+]
