@@ -34,6 +34,12 @@ _INDEX_DTYPES = (torch.int64, torch.int32)
 # section 9 shape; one tile covers Qwen3's 32 + 8 heads, so decode needs a single round trip.
 _TILE_ELEMENTS = 4096
 _NUM_WARPS = 4
+# Tokens per program where the kernel runs on CPU tensors, i.e. under the interpreter.
+_INTERPRET_BLOCK_T = 64
+
+
+def triton_cdiv(a: int, b: int) -> int:
+    return -(-a // b)
 
 
 @LazyJit
@@ -43,6 +49,7 @@ def _rope_kernel(
     cache_ptr,
     cache_stride_p,
     max_position,
+    num_tokens,
     q_ptr,
     q_stride_t,
     q_stride_h,
@@ -51,33 +58,38 @@ def _rope_kernel(
     k_stride_h,
     HQ: tl.constexpr,
     HK: tl.constexpr,
+    BLOCK_T: tl.constexpr,
     BLOCK_ROWS: tl.constexpr,
     ROT_HALF: tl.constexpr,
     BLOCK_R: tl.constexpr,
     IS_NEOX: tl.constexpr,
 ):
-    t = tl.program_id(0).to(tl.int64)
-    pos = tl.load(positions_ptr + t * positions_stride).to(tl.int64)
+    # BLOCK_T tokens per program: 1 on a GPU (the tuned design), many under the CPU interpreter,
+    # whose cost is per program, so a prefill is a handful of programs instead of one per token.
+    t = tl.program_id(0).to(tl.int64) * BLOCK_T + tl.arange(0, BLOCK_T).to(tl.int64)
+    t_ok = t < num_tokens
+    pos = tl.load(positions_ptr + t * positions_stride, mask=t_ok, other=0).to(tl.int64)
     r = tl.arange(0, BLOCK_R)
     r_ok = r < ROT_HALF
-    # A scalar bound rather than `r_ok & pos_ok`: the interpreter mistypes a block & scalar mask.
-    cs_ok = r < tl.where((pos >= 0) & (pos < max_position), ROT_HALF, 0)
-    row = cache_ptr + pos * cache_stride_p
-    cos = tl.load(row + r, mask=cs_ok, other=float("nan")).to(tl.float32)[None, :]
-    sin = tl.load(row + ROT_HALF + r, mask=cs_ok, other=float("nan")).to(tl.float32)[None, :]
+    cs_ok = (t_ok & (pos >= 0) & (pos < max_position))[:, None] & r_ok[None, :]
+    row = cache_ptr + pos[:, None] * cache_stride_p + r[None, :]
+    cos = tl.load(row, mask=cs_ok, other=float("nan")).to(tl.float32)[:, None, :]
+    sin = tl.load(row + ROT_HALF, mask=cs_ok, other=float("nan")).to(tl.float32)[:, None, :]
 
-    # Rows 0..HQ-1 are the q heads of token t and rows HQ..HQ+HK-1 its k heads (HK == 0 without
+    # Rows 0..HQ-1 are the q heads of a token and rows HQ..HQ+HK-1 its k heads (HK == 0 without
     # key), so one tile covers both tensors; usually a single iteration.
     for r0 in tl.static_range(0, HQ + HK, BLOCK_ROWS):
-        h = r0 + tl.arange(0, BLOCK_ROWS)
+        h = (r0 + tl.arange(0, BLOCK_ROWS))[None, :]
         heads = tl.where(
-            h < HQ, q_ptr + t * q_stride_t + h * q_stride_h, k_ptr + t * k_stride_t + (h - HQ) * k_stride_h
+            h < HQ,
+            q_ptr + t[:, None] * q_stride_t + h * q_stride_h,
+            k_ptr + t[:, None] * k_stride_t + (h - HQ) * k_stride_h,
         )
-        h_ok = (h < HQ + HK)[:, None]
+        h_ok = (t_ok[:, None] & (h < HQ + HK))[:, :, None]
         if IS_NEOX:
             # The two halves of the rotary part: x[i] pairs with x[i + rot_dim/2].
-            mask = h_ok & r_ok[None, :]
-            p1 = heads[:, None] + r[None, :]
+            mask = h_ok & r_ok[None, None, :]
+            p1 = heads[:, :, None] + r[None, None, :]
             p2 = p1 + ROT_HALF
             x1 = tl.load(p1, mask=mask).to(tl.float32)
             x2 = tl.load(p2, mask=mask).to(tl.float32)
@@ -86,12 +98,12 @@ def _rope_kernel(
         else:
             # Interleaved pairs (x[2i], x[2i+1]): one contiguous load, split in registers.
             c = tl.arange(0, 2 * BLOCK_R)
-            mask = h_ok & (c < 2 * ROT_HALF)[None, :]
-            p = heads[:, None] + c[None, :]
+            mask = h_ok & (c < 2 * ROT_HALF)[None, None, :]
+            p = heads[:, :, None] + c[None, None, :]
             x = tl.load(p, mask=mask).to(tl.float32)
-            x1, x2 = tl.split(tl.reshape(x, (BLOCK_ROWS, BLOCK_R, 2)))
+            x1, x2 = tl.split(tl.reshape(x, (BLOCK_T, BLOCK_ROWS, BLOCK_R, 2)))
             y = tl.join(x1 * cos - x2 * sin, x2 * cos + x1 * sin)
-            tl.store(p, tl.reshape(y, (BLOCK_ROWS, 2 * BLOCK_R)).to(p.dtype.element_ty), mask=mask)
+            tl.store(p, tl.reshape(y, (BLOCK_T, BLOCK_ROWS, 2 * BLOCK_R)).to(p.dtype.element_ty), mask=mask)
 
 
 _Layout = tuple[int, int, int, int]
@@ -176,12 +188,13 @@ def check_cache_and_positions(
 
 
 @functools.cache
-def _meta(hq: int, hk: int, half: int, is_neox: bool) -> dict[str, int | bool]:
+def _meta(hq: int, hk: int, half: int, is_neox: bool, block_t: int) -> dict[str, int | bool]:
     """The kernel's compile-time parameters for one model shape (cached: needed on every call)."""
     block_r = next_pow2(half)
     return dict(
         HQ=hq,
         HK=hk,
+        BLOCK_T=block_t,
         BLOCK_ROWS=min(next_pow2(hq + hk), max(1, _TILE_ELEMENTS // block_r)),
         ROT_HALF=half,
         BLOCK_R=block_r,
@@ -201,19 +214,22 @@ def _launch(
 ) -> None:
     hq, q_st, q_sh, _ = q_layout
     hk, k_st, k_sh, _ = k_layout
-    _rope_kernel[(query.shape[0],)](
+    tokens = query.shape[0]
+    block_t = min(_INTERPRET_BLOCK_T, next_pow2(tokens)) if query.device.type == "cpu" else 1
+    _rope_kernel[(triton_cdiv(tokens, block_t),)](
         positions,
         positions.stride(0),
         cos_sin_cache,
         cos_sin_cache.stride(0),
         cos_sin_cache.shape[0],
+        tokens,
         query,
         q_st,
         q_sh,
         query if key is None else key,
         k_st,
         k_sh,
-        **_meta(hq, hk, cos_sin_cache.shape[1] // 2, is_neox),
+        **_meta(hq, hk, cos_sin_cache.shape[1] // 2, is_neox, block_t),
     )
 
 

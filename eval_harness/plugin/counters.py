@@ -44,9 +44,13 @@ def _bump_kernel():
     import triton
     import triton.language as tl
 
+    # A plain read-modify-write, not an atomic: one stream per process bumps its own bank, and
+    # atomics on host memory need hostNativeAtomicSupported, which x86 PCIe hosts often lack.
     @triton.jit
     def bump(counter_ptr, slot):
-        tl.atomic_add(counter_ptr + slot, 1)
+        ptr = counter_ptr + slot
+        # volatile / write-through: the value lives in host memory, never trust a cached copy
+        tl.store(ptr, tl.load(ptr, volatile=True) + 1, cache_modifier=".wt")
 
     return bump
 
