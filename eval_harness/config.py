@@ -61,6 +61,8 @@ class LogprobConfig(_Strict):
     """L1: teacher-forced scoring of the baseline's sequences under every path."""
 
     top_k: int = Field(5, ge=1, le=20)
+    # longest probe text (chars) for models that run no suite; its tail fills the context window
+    probe_chars: int = Field(12000, ge=200)
     sequences: dict[Profile, int] = Field(
         default_factory=lambda: {"smoke": 16, "nightly": 128, "release": 512}
     )

@@ -6,6 +6,7 @@ cache directory; anything else is a local directory or a hub id, passed through.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -21,17 +22,24 @@ def default_models_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "rope-eval" / "models"
 
 
+def _built_version(spec_file: Path) -> int | None:
+    try:
+        return json.loads(spec_file.read_text()).get("build_version")
+    except (OSError, ValueError):
+        return None
+
+
 def resolve_model(ref: str, models_dir: Path | None = None) -> str:
     if ref.startswith(BUILTIN):
         from eval_harness.models.builder import SPEC_FILE, build_model
-        from eval_harness.models.specs import SPECS
+        from eval_harness.models.specs import BUILD_VERSION, SPECS
 
         name = ref.removeprefix(BUILTIN)
         if name not in SPECS:
             raise ModelNotFound(f"unknown builtin model {name!r}; known: {', '.join(SPECS)}")
         root = models_dir or default_models_dir()
-        if not (root / name / SPEC_FILE).exists():
-            build_model(name, root)
+        if _built_version(root / name / SPEC_FILE) != BUILD_VERSION:
+            build_model(name, root)  # missing, or built by an older builder
         return str(root / name)
     path = Path(ref).expanduser()
     if path.is_dir():

@@ -29,7 +29,7 @@ from eval_harness.paths import PathSpec, parse_path
 from eval_harness.plugin.counters import read_counts, total_counts
 from eval_harness.store import ArmStore, Sample, read_json, write_json
 from eval_harness.suites import DataSource, Item, ModelOutput, get_suite
-from eval_harness.workload import Work, l1_work, load_items, probe_work, suite_work
+from eval_harness.workload import Work, draft_probe_work, l1_work, load_items, probe_work, suite_work
 
 log = logging.getLogger("rope_eval.run")
 AA_SUFFIX = "~aa"
@@ -116,8 +116,11 @@ class ArmRunner:
             )
         )
 
-    async def run_work(self, works: list[Work], kind: str, desc: str, spec_decode: bool) -> None:
+    async def run_work(
+        self, works: list[Work], kind: str, desc: str, spec_decode: bool, batch_size: int | None = None
+    ) -> None:
         """Send the works not yet stored, batch by batch, recording acceptance deltas per batch."""
+        size = batch_size or self.opts.batch_size
         todo_total = sum(w.request.key not in self.done for w in works)
         if not todo_total:
             return
@@ -131,12 +134,12 @@ class ArmRunner:
         by_key = {w.request.key: w for w in works}
         clients = self._clients()
         try:
-            for b in range(0, len(works), self.opts.batch_size):
-                chunk = [w for w in works[b : b + self.opts.batch_size] if w.request.key not in self.done]
+            for b in range(0, len(works), size):
+                chunk = [w for w in works[b : b + size] if w.request.key not in self.done]
                 if not chunk:
                     continue
                 before = await self._scrape() if spec_decode else None
-                batch_no = b // self.opts.batch_size
+                batch_no = b // size
 
                 def store(res: Result, batch_no: int = batch_no) -> None:
                     sample = to_sample(res, by_key[res.key], kind, batch_no)
@@ -270,7 +273,7 @@ class ModelRun:
         cfg = opts.config
         self.gen: list[Work] = [w for n, its in self.items.items() for w in suite_work(cfg, n, its)]
         if not self.gen:
-            self.gen = probe_work(cfg, opts.profile)
+            self.gen = probe_work(cfg, model, opts.profile)
         self.arms: dict[str, dict] = {}
 
     def _suite_groups(self) -> dict[str, list[Work]]:
@@ -280,7 +283,12 @@ class ModelRun:
         return groups
 
     async def _run_arm(
-        self, label: str, path: str, endpoint: Endpoint, baseline: dict[str, Sample] | None
+        self,
+        label: str,
+        path: str,
+        endpoint: Endpoint,
+        baseline: dict[str, Sample] | None,
+        draft_probe: list[Work],
     ) -> ArmRunner:
         arm = ArmRunner(
             self.opts, self.model, label, endpoint, _fingerprint(self.opts, self.model, label, self.hashes)
@@ -288,6 +296,8 @@ class ModelRun:
         spec = self.model.draft is not None
         for suite, works in self._suite_groups().items():
             await arm.run_work(works, "gen", suite, spec_decode=spec)
+        if draft_probe:  # small batches: per-batch acceptance deltas give the CI
+            await arm.run_work(draft_probe, "gen", draft_probe[0].suite, spec_decode=True, batch_size=4)
         await asyncio.to_thread(arm.score, self.items)
         seqs = list((baseline if baseline is not None else arm.done).values())
         await arm.run_work(l1_work(self.opts.config, self.opts.profile, seqs), "l1", "L1", spec_decode=False)
@@ -310,6 +320,7 @@ class ModelRun:
         draft_path = resolve_model(self.model.draft.path, opts.models_dir) if self.model.draft else None
         base = cfg.baseline
         base_arm = None
+        probe = draft_probe_work(draft_path, cfg)
         for path in cfg.paths:
             endpoint = self._endpoint(path, model_path, draft_path)
             t0 = time.monotonic()
@@ -318,11 +329,11 @@ class ModelRun:
                 endpoint.urls = [endpoint.server.url]
             try:
                 if path == base:
-                    base_arm = await self._run_arm(base, path, endpoint, None)
+                    base_arm = await self._run_arm(base, path, endpoint, None, probe)
                     if cfg.profile(opts.profile).aa:
-                        await self._run_arm(base + AA_SUFFIX, path, endpoint, base_arm.done)
+                        await self._run_arm(base + AA_SUFFIX, path, endpoint, base_arm.done, probe)
                 else:
-                    await self._run_arm(path, path, endpoint, base_arm.done if base_arm else None)
+                    await self._run_arm(path, path, endpoint, base_arm.done if base_arm else None, probe)
             finally:
                 if endpoint.server is not None:
                     await asyncio.to_thread(endpoint.server.stop)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from eval_harness.config import ModelEntry, Profile, RunConfig, SuiteConfig
 from eval_harness.engine.client import Request, Sampling
@@ -16,6 +17,7 @@ from eval_harness.store import Sample
 from eval_harness.suites import DataSource, Item, data_hash, get_suite
 
 PROBE = "probe"  # unscored prompts for models that run no suite: feeds L1 and L2 only
+DRAFT_PROBE = "draft-probe"  # unscored prompts a builtin eagle3 draft was fitted on: acceptance
 
 
 @dataclass(frozen=True)
@@ -78,19 +80,57 @@ def load_items(
     return items, hashes
 
 
-def probe_work(cfg: RunConfig, profile: Profile, max_tokens: int = 48) -> list[Work]:
-    """Greedy continuations of fixed texts of growing length (positions up to ~1.5k tokens),
-    so a position-dependent RoPE error shows in L1/L2 even where no suite runs."""
-    from eval_harness.models.corpus import ENGLISH, MATH
+def serve_arg(args: list[str], flag: str) -> str | None:
+    """The value of `--flag V` or `--flag=V` in a vLLM argument list (last one wins, as in argparse)."""
+    value = None
+    for i, a in enumerate(args):
+        if a == flag and i + 1 < len(args):
+            value = args[i + 1]
+        elif a.startswith(flag + "="):
+            value = a.split("=", 1)[1]
+    return value
 
-    text = (ENGLISH + MATH) * 3
+
+def probe_work(cfg: RunConfig, model: ModelEntry, profile: Profile, max_tokens: int = 48) -> list[Work]:
+    """Greedy continuations of fixed texts of growing length, so a position-dependent RoPE error
+    shows in L1/L2 even where no suite runs. The longest fill the context window: vLLM keeps the
+    last tokens of each prompt that would not fit."""
+    from eval_harness.models.corpus import CORPUS
+
+    max_len = serve_arg([*cfg.serve_args, *model.serve_args], "--max-model-len")
+    keep = int(max_len) - max_tokens - 1 if max_len else None
+    corpus = "\n".join(CORPUS)
+    text = corpus * (1 + cfg.l1.probe_chars // len(corpus))
     n = cfg.l1.sequences[profile]
     out = []
     for i in range(n):
-        prompt = text[: 120 + (len(text) - 120) * i // max(1, n - 1)]
+        prompt = text[: 200 + (cfg.l1.probe_chars - 200) * i // max(1, n - 1)]
         key = f"{PROBE}/{i}#0"
-        req = Request(key=key, sampling=Sampling(max_tokens=max_tokens, logprobs=cfg.l1.top_k), prompt=prompt)
+        req = Request(
+            key=key,
+            sampling=Sampling(max_tokens=max_tokens, logprobs=cfg.l1.top_k),
+            prompt=prompt,
+            truncate_prompt_tokens=keep,
+        )
         out.append(Work(req, PROBE, f"{PROBE}/{i}", 0, _prompt_hash(None, prompt)))
+    return out
+
+
+def draft_probe_work(draft_dir: str | None, cfg: RunConfig) -> list[Work]:
+    """The prompts a builtin eagle3 draft was fitted on: the only ones where a tiny draft is
+    accepted at all, so its acceptance (and any RoPE damage to it) is measurable. Real drafts
+    ship no such file, and this returns nothing."""
+    from eval_harness.models.builder import PROMPTS_FILE
+
+    path = Path(draft_dir) / PROMPTS_FILE if draft_dir else None
+    if path is None or not path.is_file():
+        return []
+    out = []
+    for i, line in enumerate(path.read_text().splitlines()):
+        ids = json.loads(line)["prompt_token_ids"]
+        key = f"{DRAFT_PROBE}/{i}#0"
+        req = Request(key=key, sampling=Sampling(max_tokens=48, logprobs=cfg.l1.top_k), prompt=ids)
+        out.append(Work(req, DRAFT_PROBE, f"{DRAFT_PROBE}/{i}", 0, _prompt_hash(None, ids)))
     return out
 
 

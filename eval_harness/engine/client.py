@@ -38,6 +38,8 @@ class Request:
     messages: list[dict] | None = None
     prompt: str | list[int] | None = None
     prompt_logprobs: int | None = None
+    # keep only the last N prompt tokens (vLLM extension): probes of growing length stay in bounds
+    truncate_prompt_tokens: int | None = None
 
 
 @dataclass
@@ -72,6 +74,8 @@ def _body(model: str, req: Request) -> dict[str, Any]:
         body["stop"] = list(s.stop)
     if req.prompt_logprobs is not None:
         body["prompt_logprobs"] = req.prompt_logprobs
+    if req.truncate_prompt_tokens is not None:
+        body["truncate_prompt_tokens"] = req.truncate_prompt_tokens
     if req.messages is not None:
         body["messages"] = req.messages
         if s.logprobs:

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# End to end on a CUDA GPU: kernel tests compiled for real, the kernel benchmark, and the smoke
+# pipeline (configs/gpu-tiny.yaml) against CUDA vLLM under torch.compile + CUDA graphs.
+#
+# usage: scripts/gpu-e2e.sh OUT_DIR [DATA_DIR]
+# Needs torch + Triton with a GPU, and vLLM: either installed, or the cut-down bundle that
+# ../shared/gpu-vllm/build.sh makes in .gpu_vllm/ (sourced here when present). Optional wheels
+# in .gpuwhl/ (math-verify and its deps, liger-kernel, flashinfer) are installed first.
+set -uo pipefail
+OUT=${1:?usage: scripts/gpu-e2e.sh OUT_DIR [DATA_DIR]}
+DATA=${2:-${ROPE_EVAL_DATA:-../shared/data}}
+mkdir -p "$OUT"
+LOG="$OUT/log.txt"
+RUNS=${GPU_E2E_RUNS:-/tmp/gpu-e2e-runs}
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 VLLM_NO_USAGE_STATS=1
+if [ -d .gpuwhl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/gpuwhl .gpuwhl/*.whl
+  export PYTHONPATH=/tmp/gpuwhl${PYTHONPATH:+:$PYTHONPATH}
+fi
+[ -f .gpu_vllm/install.sh ] && source .gpu_vllm/install.sh
+# the plugin is found through its entry point, so the package must be installed
+python3 -m pip install -q --no-deps --no-build-isolation -e . || exit 1
+{ date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; } | tee "$LOG"
+
+echo "== kernel tests, compiled for real" | tee -a "$LOG"
+python3 -m pytest -q -p no:cacheprovider tests/test_kernel_rope.py tests/test_kernel_fused.py \
+  tests/test_kernel_errors.py 2>&1 | tail -n 15 | tee -a "$LOG"
+echo "== kernel benchmark" | tee -a "$LOG"
+python3 -m eval_harness.kernels.bench --json "$OUT/bench.json" 2>&1 | tee -a "$LOG"
+
+echo "== pipeline: configs/gpu-tiny.yaml" | tee -a "$LOG"
+rope-eval eval configs/gpu-tiny.yaml --profile smoke --out "$RUNS" --data-dir "$DATA" \
+  --models-dir /tmp/rope-eval-models --policy policies/gpu-bf16.yaml 2>&1 | grep -v '|' | tail -n 120 \
+  | tee -a "$LOG"
+RUN=$(ls -d "$RUNS"/*/ | head -n 1)
+for only in triton platform; do
+  echo "== gate --only $only" | tee -a "$LOG"
+  rope-eval gate "$RUN" --policy policies/gpu-bf16.yaml --only "$only" 2>&1 | tee -a "$LOG"
+  echo "exit ${PIPESTATUS[0]}" | tee -a "$LOG"
+done
+echo "== gate, all paths (the planted bug included)" | tee -a "$LOG"
+rope-eval gate "$RUN" --policy policies/gpu-bf16.yaml 2>&1 | tail -n 3 | tee -a "$LOG"
+echo "exit ${PIPESTATUS[0]}" | tee -a "$LOG"
+cp "$RUN"/report.md "$RUN"/report.html "$OUT/" 2>/dev/null
+tar -czf "$OUT/run.tgz" -C "$RUN" --exclude='*.log' .

@@ -1,0 +1,172 @@
+"""Serving through real vLLM (CPU) with the RoPE path switched, and proof of which path ran."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from eval_harness.engine.client import Client, Request, Result, Sampling
+from eval_harness.engine.metrics import scrape
+from eval_harness.engine.server import ServerError, ServerSpec, VllmServer
+from eval_harness.paths import parse_path
+from eval_harness.plugin.counters import FLUSH_SECONDS, read_counts, total_counts
+
+pytestmark = pytest.mark.vllm
+MODELS = ["qwen3-tiny", "glm4-tiny", "glm45-tiny"]
+PROMPTS = [
+    "Natalia sold clips to 48 of her friends in April, and then",
+    "Rotary position embeddings encode where each token sits",
+    "def solve(n: int) -> int:\n    total = 0\n",
+    "The train leaves at 7:45 in the morning and arrives at 11:20. " * 12,  # ~200 tokens of positions
+]
+# fp32 end to end. The Triton kernel computes cos*x - sin*y in one fp32 expression while the
+# native path rounds each product to fp32 first; through 2 layers that moves logprobs by ~1e-6.
+# 1e-4 is rounding with a wide margin, far below the ~1e-1 a RoPE bug moves them.
+LOGPROB_ATOL = 1e-4
+
+
+def generate(url: str, model: str, requests: list[Request]) -> list[Result]:
+    async def go() -> list[Result]:
+        async with Client(url, model, concurrency=4) as c:
+            return list(await asyncio.gather(*(c.generate(r) for r in requests)))
+
+    return asyncio.run(go())
+
+
+def greedy(prompts: list[str], max_tokens: int = 24) -> list[Request]:
+    return [Request(f"p{i}", Sampling(max_tokens=max_tokens, logprobs=5), prompt=p) for i, p in enumerate(prompts)]
+
+
+def counts_of(server: VllmServer) -> dict[str, int]:
+    time.sleep(3 * FLUSH_SECONDS)  # let every process's writer flush
+    return total_counts(read_counts(server.spec.counts_dir))
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_native_and_triton_agree_and_counts_prove_the_path(serve, model: str) -> None:
+    native, triton = serve(model, "native"), serve(model, "triton")
+    res_n, res_t = generate(native.url, model, greedy(PROMPTS)), generate(triton.url, model, greedy(PROMPTS))
+    for a, b in zip(res_n, res_t, strict=True):
+        assert a.token_ids == b.token_ids, f"{model}: greedy outputs differ between native and triton"
+        for step_a, step_b in zip(a.top_logprobs, b.top_logprobs, strict=True):
+            for tok in step_a.keys() & step_b.keys():
+                assert abs(step_a[tok] - step_b[tok]) < LOGPROB_ATOL
+    # teacher-forced: the same token stream scored under both paths
+    ids = res_n[3].prompt_token_ids + res_n[3].token_ids
+    tf = [Request("tf", Sampling(max_tokens=1), prompt=ids, prompt_logprobs=5)]
+    (tf_n,), (tf_t,) = generate(native.url, model, tf), generate(triton.url, model, tf)
+    for pa, pb in zip(tf_n.prompt_logprobs[1:], tf_t.prompt_logprobs[1:], strict=True):
+        for tok in pa.keys() & pb.keys():
+            assert abs(pa[tok] - pb[tok]) < LOGPROB_ATOL
+    for server, path in ((native, "native"), (triton, "triton")):
+        counts = counts_of(server)
+        assert set(counts) == {path} and counts[path] > 0, f"{model} {path}: counts {counts}"
+
+
+def test_zeroed_rotation_changes_outputs(serve) -> None:
+    """A custom path that skips the rotation must change the model: the op is on the data path."""
+    native = serve("qwen3-tiny", "native")
+    broken = serve("qwen3-tiny", "custom:eval_harness.selftest.bugs:no_rotation")
+    res_n = generate(native.url, "qwen3-tiny", greedy(PROMPTS))
+    res_b = generate(broken.url, "qwen3-tiny", greedy(PROMPTS))
+    assert any(a.token_ids != b.token_ids for a, b in zip(res_n, res_b, strict=True))
+    assert set(counts_of(broken)) == {"custom:eval_harness.selftest.bugs:no_rotation"}
+
+
+def test_eagle3_draft_serves_with_triton_and_reports_spec_decode(serve, models_dir: Path) -> None:
+    from eval_harness.config import RunConfig
+    from eval_harness.workload import draft_probe_work
+
+    server = serve("qwen3-tiny", "triton", draft=True)
+    cfg = RunConfig(name="t", models=[{"name": "qwen3-tiny", "path": "x"}], paths=["native", "triton"])
+    works = draft_probe_work(str(models_dir / "qwen3-tiny-eagle3"), cfg)[:6]
+    before = asyncio.run(scrape(None, server.url))
+    generate(server.url, "qwen3-tiny", [w.request for w in works])
+    delta = asyncio.run(scrape(None, server.url)) - before
+    assert delta.drafts > 0 and delta.draft_tokens == 3 * delta.drafts
+    assert delta.accepted / delta.draft_tokens > 0.5, "the fitted draft should be accepted on its prompts"
+    assert len(delta.accepted_per_pos) == 3
+    counts = counts_of(server)
+    assert set(counts) == {"triton"}
+
+
+def test_compiled_mode_counts_every_call(serve) -> None:
+    """torch.compile traces the model; counters must still rise on every served request."""
+    args = ["--dtype", "float32", "--max-model-len", "1024", "--max-num-seqs", "4"]
+    server = serve("qwen3-tiny", "triton", args=args)
+    first = counts_of(server).get("triton", 0)
+    generate(server.url, "qwen3-tiny", greedy(PROMPTS[:1], max_tokens=8))
+    second = counts_of(server)["triton"]
+    generate(server.url, "qwen3-tiny", greedy(PROMPTS[:1], max_tokens=8))
+    third = counts_of(server)["triton"]
+    # 2 layers x (1 prefill + 7 decode steps) per request, at least
+    assert second - first >= 16 and third - second >= 16
+
+
+# ---- bad input: a clear message and no orphan process ----------------------------------------
+
+
+def _spec(tmp_path: Path, models_dir: Path, path: str = "native", **kw) -> ServerSpec:
+    return ServerSpec(model=kw.pop("model", str(models_dir / "qwen3-tiny")), path=parse_path(path),
+                      run_dir=tmp_path, label="bad", serve_args=kw.pop("args", ["--enforce-eager", "--dtype",
+                                                                                "float32"]), **kw)
+
+
+def _group_gone(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_missing_model_directory(tmp_path: Path, models_dir: Path) -> None:
+    with pytest.raises(ServerError, match="does not exist"):
+        VllmServer(_spec(tmp_path, models_dir, model=str(tmp_path / "nope"))).start()
+
+
+def test_port_in_use(tmp_path: Path, models_dir: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        spec = _spec(tmp_path, models_dir, args=["--port", str(port)])
+        with pytest.raises(ServerError, match="already in use"):
+            VllmServer(spec).start()
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"ROPE_EVAL_PATH": "bogus"}, "unknown RoPE path 'bogus'"),
+    ({"ROPE_EVAL_PATH": "custom:no_such_module_xyz:fn"}, "cannot import module 'no_such_module_xyz'"),
+])
+def test_server_dies_during_startup(tmp_path: Path, models_dir: Path, env: dict, message: str) -> None:
+    server = VllmServer(_spec(tmp_path, models_dir, env=env, startup_timeout=300))
+    with pytest.raises(ServerError, match="exited with code") as info:
+        server.start()
+    assert message in str(info.value), "the error must carry the log lines that explain it"
+    assert server.proc is None
+
+
+def test_server_dying_mid_run_is_reported_and_leaves_no_orphan(tmp_path: Path, models_dir: Path) -> None:
+    server = VllmServer(_spec(tmp_path, models_dir))
+    server.start()
+    pgid = server.proc.pid
+    try:
+        generate(server.url, "qwen3-tiny", greedy(PROMPTS[:1], max_tokens=4))
+        os.kill(pgid, signal.SIGKILL)  # the API server dies; its engine process is orphaned
+
+        async def go() -> None:
+            async with Client(server.url, "qwen3-tiny", retries=2, alive=server.check_alive) as c:
+                await c.generate(greedy(PROMPTS[:1])[0])
+
+        with pytest.raises(ServerError, match="exited with code"):
+            asyncio.run(go())
+    finally:
+        server.stop()
+    assert _group_gone(pgid), "engine/worker processes survived the server"
