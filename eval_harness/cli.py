@@ -43,6 +43,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
         "shard across DP replicas); such paths are unverified unless counts are available",
     )
     p.add_argument("--batch-size", type=int, default=32, help="requests between metrics scrapes (default 32)")
+    p.add_argument("--model", action="append", metavar="NAME", help="run only these models of the config")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -114,6 +115,11 @@ def _run_options(args: argparse.Namespace):
     from eval_harness.suites import resolve_source
 
     cfg = load_config(args.config)
+    if args.model:
+        missing = sorted(set(args.model) - {m.name for m in cfg.models})
+        if missing:
+            raise ValueError(f"--model {missing}: not in the config's models")
+        cfg = cfg.model_copy(update={"models": [m for m in cfg.models if m.name in args.model]})
     unknown = set(_endpoints(args.endpoint)) - set(cfg.paths)
     if unknown:
         raise ValueError(f"--endpoint names paths {sorted(unknown)} that the config does not list")
@@ -122,7 +128,8 @@ def _run_options(args: argparse.Namespace):
         if not (out / "manifest.json").exists():
             raise ValueError(f"--resume {out}: no manifest.json there; not a rope-eval run directory")
     else:
-        out = args.out / f"{cfg.name}-{args.profile}-{time.strftime('%Y%m%d-%H%M%S')}"
+        models = "-".join(args.model) + "-" if args.model else ""
+        out = args.out / f"{cfg.name}-{models}{args.profile}-{time.strftime('%Y%m%d-%H%M%S')}"
     return RunOptions(
         config=cfg,
         profile=args.profile,
