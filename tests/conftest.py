@@ -13,6 +13,9 @@ REPO = Path(__file__).resolve().parents[1]
 # The local copy of the benchmark data beside the repo (CI has it there); $ROPE_EVAL_DATA wins.
 DATA = Path(os.environ.get("ROPE_EVAL_DATA") or REPO.parent / "shared" / "data")
 EAGER = ["--dtype", "float32", "--max-model-len", "2048", "--enforce-eager", "--max-num-seqs", "16"]
+# A CPU vLLM server holds 2-3 GB of RAM (1 GB of it KV cache); on a 24 GB machine keep only the
+# most recently used few alive and stop the rest (they restart if a later test asks again).
+MAX_LIVE_SERVERS = 3
 
 
 @pytest.fixture(scope="session")
@@ -48,7 +51,11 @@ def serve(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     def start(model: str, path: str, args: list[str] | None = None, draft: bool = False) -> VllmServer:
         args = list(EAGER if args is None else args)
         key = (model, path, tuple(args), draft)
-        if key not in servers:
+        if key in servers:
+            servers[key] = servers.pop(key)  # most recently used goes last
+        else:
+            while len(servers) >= MAX_LIVE_SERVERS:
+                servers.pop(next(iter(servers))).stop()
             if draft:
                 spec_cfg = {"method": "eagle3", "model": str(models_dir / f"{model}-eagle3"),
                             "num_speculative_tokens": 3}

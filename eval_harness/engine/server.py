@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +22,9 @@ import httpx
 from eval_harness.paths import ENV_COUNTS_DIR, ENV_PATH, PathSpec
 
 LOG_TAIL_LINES = 40
+ROOT_CAUSE_LINES = 8
+# "ValueError: ...", "AssertionError: Error in memory profiling...", "RuntimeError: ..."
+ERROR_LINE = re.compile(r"\b\w*(Error|Exception)\b: ")
 
 
 class ServerError(RuntimeError):
@@ -171,11 +174,16 @@ class VllmServer:
             )
 
     def log_tail(self, n: int = LOG_TAIL_LINES) -> str:
+        """The root cause (the log's exception lines) and then its last lines: vLLM's engine core
+        dies first and the API server's traceback that follows it hides the reason."""
         try:
             with self.spec.log_file.open(errors="replace") as f:
-                return "".join(deque(f, maxlen=n))
+                lines = list(f)
         except OSError:
             return "(no server log)"
+        causes = [ln for ln in lines if ERROR_LINE.search(ln)][-ROOT_CAUSE_LINES:]
+        head = ["root cause lines:\n", *causes, "last lines:\n"] if causes else []
+        return "".join(head + lines[-n:])
 
     def stop(self, grace: float = 20.0) -> None:
         if self.proc is None:

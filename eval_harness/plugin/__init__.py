@@ -13,6 +13,7 @@ from pathlib import Path
 from eval_harness.paths import ENV_COUNTS_DIR, ENV_PATH, PathSpec, RopeFn, load_custom, parse_path
 
 logger = logging.getLogger("rope_eval.plugin")
+ENV_CACHE_ISOLATED = "ROPE_EVAL_CACHE_ISOLATED"
 _registered: PathSpec | None = None
 
 
@@ -27,6 +28,21 @@ def _implementation(spec: PathSpec) -> dict[str, RopeFn]:
     return {}  # native and platform keep vLLM's own code and only count
 
 
+def _isolate_compile_cache(spec: PathSpec) -> None:
+    """Give each path its own vLLM cache root. vLLM keys its torch.compile cache on the model and
+    config, not on our variable: a triton server would otherwise load the graph a native server
+    compiled, with the native op baked in, and silently run native (seen on CUDA; the call counts
+    caught it). Child processes inherit the variable, so only the first process sets it."""
+    if os.environ.get(ENV_CACHE_ISOLATED) == spec.name:
+        return
+    base = os.environ.get("VLLM_CACHE_ROOT") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "vllm"
+    )
+    slug = "".join(c if c.isalnum() or c in "._-" else "_" for c in spec.name)
+    os.environ["VLLM_CACHE_ROOT"] = os.path.join(base, "rope-eval", slug)
+    os.environ[ENV_CACHE_ISOLATED] = spec.name
+
+
 def register() -> None:
     global _registered
     text = os.environ.get(ENV_PATH)
@@ -35,6 +51,7 @@ def register() -> None:
     spec = parse_path(text)  # an unknown name fails the server's start-up, loudly
     if _registered is not None:
         return
+    _isolate_compile_cache(spec)
     from . import ops
     from .counters import CounterBank, CountsWriter
 
