@@ -44,6 +44,9 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--batch-size", type=int, default=32, help="requests between metrics scrapes (default 32)")
     p.add_argument("--model", action="append", metavar="NAME", help="run only these models of the config")
+    p.add_argument(
+        "--path", action="append", metavar="PATH", help="run only these paths (baseline always runs)"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -120,6 +123,11 @@ def _run_options(args: argparse.Namespace):
         if missing:
             raise ValueError(f"--model {missing}: not in the config's models")
         cfg = cfg.model_copy(update={"models": [m for m in cfg.models if m.name in args.model]})
+    if args.path:
+        missing = sorted(set(args.path) - set(cfg.paths))
+        if missing:
+            raise ValueError(f"--path {missing}: not in the config's paths {cfg.paths}")
+        cfg = cfg.model_copy(update={"paths": [p for p in cfg.paths if p == cfg.baseline or p in args.path]})
     unknown = set(_endpoints(args.endpoint)) - set(cfg.paths)
     if unknown:
         raise ValueError(f"--endpoint names paths {sorted(unknown)} that the config does not list")

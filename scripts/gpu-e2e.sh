@@ -32,9 +32,13 @@ fi
 
 # One model at a time: two vLLM servers profiling GPU memory at once trip vLLM's start-up check
 # ("Error in memory profiling ... other processes ... release GPU memory").
-for model in ${GPU_E2E_MODELS:-qwen3-tiny glm4-tiny}; do
-  echo "== pipeline: configs/gpu-tiny.yaml, $model" | tee -a "$LOG"
-  rope-eval eval configs/gpu-tiny.yaml --model "$model" --profile smoke --out "$RUNS" --data-dir "$DATA" \
+# Every path on qwen3-tiny (the planted bug included); glm4-tiny (partial GPT-J rotary) adds its
+# own form for native vs triton. Each server start compiles and captures graphs (about a minute).
+for spec in "qwen3-tiny" "glm4-tiny --path triton"; do
+  model=${spec%% *}
+  echo "== pipeline: configs/gpu-tiny.yaml, $spec" | tee -a "$LOG"
+  # shellcheck disable=SC2086
+  rope-eval eval configs/gpu-tiny.yaml --model $spec --profile smoke --out "$RUNS" --data-dir "$DATA" \
     --models-dir /tmp/rope-eval-models --policy policies/gpu-bf16.yaml 2>&1 | grep -v '|' | tail -n 100 \
     | tee -a "$LOG"
 done
