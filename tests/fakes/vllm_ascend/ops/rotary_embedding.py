@@ -1,0 +1,103 @@
+"""FAKE: stands in for vllm-ascend, which needs Ascend hardware; same interface as
+vllm_ascend/ops/rotary_embedding.py at vllm-ascend 0.23.
+
+What rope-eval's plugin touches, and nothing else:
+- module-level `rope_forward_oot(positions, query, key, cos_sin_cache, head_size, rotary_dim,
+  is_neox_style, offsets=None)`, returning new `(query, key)` tensors of the input shapes;
+- the module global `HAS_TRITON`, read at call time: the real function runs vllm-ascend's
+  `rope_forward_triton` when it is true and `torch_npu._npu_rotary_embedding` when it is false.
+
+Both branches compute with torch here, in fp32, and record which one ran in `CALLS`; a test flips
+`HAS_TRITON` to choose. `FAKE_VLLM_ASCEND_SIGNATURE=main` gives the later signature with a trailing
+`out_dtype=None` (vllm-ascend main after 0.23), which 0.23.0.post1 does not have.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+HAS_TRITON: bool = True  # the real one is vllm.triton_utils.HAS_TRITON: true where triton-ascend is
+SIGNATURE: str = os.environ.get("FAKE_VLLM_ASCEND_SIGNATURE", "0.23")
+CALLS: dict[str, int] = {}
+
+_SCHEMA_023 = (
+    "(Tensor positions, Tensor query, Tensor key, Tensor cos_sin_cache, int head_size, "
+    "int rotary_dim, bool is_neox_style, Tensor? offsets=None) -> (Tensor, Tensor)"
+)
+_SCHEMA_MAIN = _SCHEMA_023.replace(
+    "Tensor? offsets=None)", "Tensor? offsets=None, ScalarType? out_dtype=None)"
+)
+# The op schema vLLM's direct_register_custom_op infers from this module's function.
+SCHEMA: str = _SCHEMA_MAIN if SIGNATURE == "main" else _SCHEMA_023
+
+
+def _rotate(
+    x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, head_size: int, neox: bool
+) -> torch.Tensor:
+    """RoPE of the leading `2 * cos.shape[1]` dims of every head; the rest passes through."""
+    tokens, half = x.shape[0], cos.shape[1]
+    heads = x.reshape(tokens, -1, head_size).float()
+    rot, rest = heads[..., : 2 * half], heads[..., 2 * half :]
+    c, s = cos[:, None, :], sin[:, None, :]
+    if neox:
+        x1, x2 = rot[..., :half], rot[..., half:]
+        rot = torch.cat((x1 * c - x2 * s, x2 * c + x1 * s), dim=-1)
+    else:
+        x1, x2 = rot[..., 0::2], rot[..., 1::2]
+        rot = torch.stack((x1 * c - x2 * s, x2 * c + x1 * s), dim=-1).flatten(-2)
+    return torch.cat((rot, rest), dim=-1).reshape(x.shape).to(x.dtype)
+
+
+def _forward(
+    positions: torch.Tensor,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    cos_sin_cache: torch.Tensor,
+    head_size: int,
+    rotary_dim: int,
+    is_neox_style: bool,
+    offsets: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    if offsets is not None:
+        raise NotImplementedError("Batched rotary embedding is currently not supported on NPU.")
+    branch = "triton" if HAS_TRITON else "npu"
+    CALLS[branch] = CALLS.get(branch, 0) + 1
+    rows = cos_sin_cache.index_select(0, positions.flatten().long()).float()
+    cos, sin = rows[:, : rotary_dim // 2], rows[:, rotary_dim // 2 : rotary_dim]
+    return (
+        _rotate(query, cos, sin, head_size, is_neox_style),
+        _rotate(key, cos, sin, head_size, is_neox_style),
+    )
+
+
+def _rope_forward_oot_023(
+    positions: torch.Tensor,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    cos_sin_cache: torch.Tensor,
+    head_size: int,
+    rotary_dim: int,
+    is_neox_style: bool,
+    offsets: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return _forward(positions, query, key, cos_sin_cache, head_size, rotary_dim, is_neox_style, offsets)
+
+
+def _rope_forward_oot_main(
+    positions: torch.Tensor,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    cos_sin_cache: torch.Tensor,
+    head_size: int,
+    rotary_dim: int,
+    is_neox_style: bool,
+    offsets: torch.Tensor | None = None,
+    out_dtype: torch.dtype | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    q, k = _forward(positions, query, key, cos_sin_cache, head_size, rotary_dim, is_neox_style, offsets)
+    return (q, k) if out_dtype is None else (q.to(out_dtype), k.to(out_dtype))
+
+
+rope_forward_oot = _rope_forward_oot_main if SIGNATURE == "main" else _rope_forward_oot_023
