@@ -57,12 +57,20 @@ def serve(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             while len(servers) >= MAX_LIVE_SERVERS:
                 servers.pop(next(iter(servers))).stop()
             if draft:
-                spec_cfg = {"method": "eagle3", "model": str(models_dir / f"{model}-eagle3"),
-                            "num_speculative_tokens": 3}
+                spec_cfg = {
+                    "method": "eagle3",
+                    "model": str(models_dir / f"{model}-eagle3"),
+                    "num_speculative_tokens": 3,
+                }
                 args += ["--speculative-config", json.dumps(spec_cfg)]
             run_dir = tmp_path_factory.mktemp(f"srv-{model}-{path.replace(':', '_')}")
-            spec = ServerSpec(model=str(models_dir / model), path=parse_path(path), run_dir=run_dir,
-                              label="srv", serve_args=[*args, "--served-model-name", model])
+            spec = ServerSpec(
+                model=str(models_dir / model),
+                path=parse_path(path),
+                run_dir=run_dir,
+                label="srv",
+                serve_args=[*args, "--served-model-name", model],
+            )
             server = VllmServer(spec)
             server.start()
             servers[key] = server

@@ -47,7 +47,9 @@ def pipeline_run(tmp_path_factory, models_dir: Path, data_dir: Path) -> Path:
     tmp = tmp_path_factory.mktemp("pipe")
     cfg = write_config(tmp / "cfg.yaml", models_dir, ["native", "triton", BUG], limit=6, aa=True)
     assert main(["plan", str(cfg), "--profile", "nightly", "--data-dir", str(data_dir)]) == EXIT_OK
-    code = main(["run", str(cfg), "--profile", "nightly", "--out", str(tmp / "runs"), "--data-dir", str(data_dir)])
+    code = main(
+        ["run", str(cfg), "--profile", "nightly", "--out", str(tmp / "runs"), "--data-dir", str(data_dir)]
+    )
     assert code == EXIT_OK
     return only_run_dir(tmp / "runs")
 
@@ -96,15 +98,35 @@ def _samples(run_dir: Path, arm: str) -> list[dict]:
     return [json.loads(x) for x in lines]
 
 
-def test_interrupted_run_resumes_to_identical_results(tmp_path: Path, serve, models_dir: Path, data_dir: Path):
+def test_interrupted_run_resumes_to_identical_results(
+    tmp_path: Path, serve, models_dir: Path, data_dir: Path
+):
     """SIGINT mid-suite, then --resume: nothing lost or duplicated, same results as a clean run."""
     native, triton = serve("qwen3-tiny", "native", args=EAGER), serve("qwen3-tiny", "triton", args=EAGER)
     cfg = write_config(tmp_path / "cfg.yaml", models_dir, ["native", "triton"], limit=16, aa=False)
-    base = [sys.executable, "-m", "eval_harness.cli", "run", str(cfg), "--data-dir", str(data_dir),
-            "--endpoint", f"native={native.url}", "--endpoint", f"triton={triton.url}", "--batch-size", "4"]
+    base = [
+        sys.executable,
+        "-m",
+        "eval_harness.cli",
+        "run",
+        str(cfg),
+        "--data-dir",
+        str(data_dir),
+        "--endpoint",
+        f"native={native.url}",
+        "--endpoint",
+        f"triton={triton.url}",
+        "--batch-size",
+        "4",
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([*base, "--out", str(tmp_path / "a")], env=env, cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*base, "--out", str(tmp_path / "a")],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 300
     samples = None
     while time.monotonic() < deadline and proc.poll() is None:
@@ -116,10 +138,13 @@ def test_interrupted_run_resumes_to_identical_results(tmp_path: Path, serve, mod
     assert proc.wait(60) == 130, "an interrupted run exits 130"
     run_a = only_run_dir(tmp_path / "a")
     assert 5 <= len(_samples(run_a, "native")) < 16 + 6
-    resumed = subprocess.run([*base, "--resume", str(run_a)], env=env, cwd=tmp_path, capture_output=True, text=True)
+    resumed = subprocess.run(
+        [*base, "--resume", str(run_a)], env=env, cwd=tmp_path, capture_output=True, text=True
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    clean = subprocess.run([*base, "--out", str(tmp_path / "b")], env=env, cwd=tmp_path, capture_output=True,
-                           text=True)
+    clean = subprocess.run(
+        [*base, "--out", str(tmp_path / "b")], env=env, cwd=tmp_path, capture_output=True, text=True
+    )
     assert clean.returncode == 0, clean.stderr[-2000:]
     run_b = only_run_dir(tmp_path / "b")
     for arm in ("native", "triton"):

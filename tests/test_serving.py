@@ -40,7 +40,9 @@ def generate(url: str, model: str, requests: list[Request]) -> list[Result]:
 
 
 def greedy(prompts: list[str], max_tokens: int = 24) -> list[Request]:
-    return [Request(f"p{i}", Sampling(max_tokens=max_tokens, logprobs=5), prompt=p) for i, p in enumerate(prompts)]
+    return [
+        Request(f"p{i}", Sampling(max_tokens=max_tokens, logprobs=5), prompt=p) for i, p in enumerate(prompts)
+    ]
 
 
 def counts_of(server: VllmServer) -> dict[str, int]:
@@ -113,9 +115,14 @@ def test_compiled_mode_counts_every_call(serve) -> None:
 
 
 def _spec(tmp_path: Path, models_dir: Path, path: str = "native", **kw) -> ServerSpec:
-    return ServerSpec(model=kw.pop("model", str(models_dir / "qwen3-tiny")), path=parse_path(path),
-                      run_dir=tmp_path, label="bad", serve_args=kw.pop("args", ["--enforce-eager", "--dtype",
-                                                                                "float32"]), **kw)
+    return ServerSpec(
+        model=kw.pop("model", str(models_dir / "qwen3-tiny")),
+        path=parse_path(path),
+        run_dir=tmp_path,
+        label="bad",
+        serve_args=kw.pop("args", ["--enforce-eager", "--dtype", "float32"]),
+        **kw,
+    )
 
 
 def _group_gone(pgid: int) -> bool:
@@ -141,10 +148,13 @@ def test_port_in_use(tmp_path: Path, models_dir: Path) -> None:
             VllmServer(spec).start()
 
 
-@pytest.mark.parametrize(("env", "message"), [
-    ({"ROPE_EVAL_PATH": "bogus"}, "unknown RoPE path 'bogus'"),
-    ({"ROPE_EVAL_PATH": "custom:no_such_module_xyz:fn"}, "cannot import module 'no_such_module_xyz'"),
-])
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"ROPE_EVAL_PATH": "bogus"}, "unknown RoPE path 'bogus'"),
+        ({"ROPE_EVAL_PATH": "custom:no_such_module_xyz:fn"}, "cannot import module 'no_such_module_xyz'"),
+    ],
+)
 def test_server_dies_during_startup(tmp_path: Path, models_dir: Path, env: dict, message: str) -> None:
     server = VllmServer(_spec(tmp_path, models_dir, env=env, startup_timeout=300))
     with pytest.raises(ServerError, match="exited with code") as info:
