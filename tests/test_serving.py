@@ -115,12 +115,13 @@ def test_compiled_mode_counts_every_call(serve) -> None:
 
 
 def _spec(tmp_path: Path, models_dir: Path, path: str = "native", **kw) -> ServerSpec:
+    args = kw.pop("args", ["--enforce-eager", "--dtype", "float32"])
     return ServerSpec(
         model=kw.pop("model", str(models_dir / "qwen3-tiny")),
         path=parse_path(path),
         run_dir=tmp_path,
         label="bad",
-        serve_args=kw.pop("args", ["--enforce-eager", "--dtype", "float32"]),
+        serve_args=[*args, "--served-model-name", "qwen3-tiny"],
         **kw,
     )
 

@@ -1,6 +1,10 @@
 """Async client for vLLM's OpenAI endpoints: one persistent connection pool, bounded
 concurrency, retries with backoff, and the vLLM extensions the diffs need (token ids,
-per-step top-k logprobs, teacher-forced `prompt_logprobs`)."""
+per-step top-k logprobs, teacher-forced `prompt_logprobs`).
+
+aiohttp rather than httpx: httpcore's pool scans every connection on each request start and
+close, so at concurrency 64 the client saturated a core and reached 6% of the achievable
+throughput (benchmarks/client-throughput-2026-11-22.md); aiohttp holds ~95% there."""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import aiohttp
 from tqdm.auto import tqdm
 
 
@@ -141,29 +145,39 @@ class Client:
         self.concurrency = concurrency
         self.retries = retries
         self.alive = alive  # raises if a managed server died: no point retrying a corpse
-        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, limits=limits)
+        self.timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        # Created on first use: a session binds to the running event loop.
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.concurrency),
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+            )
+        return self._session
 
     async def __aenter__(self) -> Client:
         return self
 
     async def __aexit__(self, *exc) -> None:
-        await self._http.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def generate(self, req: Request) -> Result:
         route = "/v1/chat/completions" if req.messages is not None else "/v1/completions"
         body = _body(self.model, req)
         for attempt in range(self.retries + 1):
             try:
-                resp = await self._http.post(route, json=body)
-                if resp.status_code < 500:
-                    if resp.status_code >= 400:
-                        raise EndpointError(
-                            f"{route} rejected request {req.key}: {resp.status_code} {resp.text[:500]}"
-                        )
-                    return parse_result(req.key, resp.json())
-                reason = f"HTTP {resp.status_code}: {resp.text[:200]}"
-            except httpx.TransportError as exc:
+                async with self._http().post(self.base_url + route, json=body) as resp:
+                    if resp.status < 400:
+                        return parse_result(req.key, await resp.json(content_type=None))
+                    text = await resp.text()
+                if resp.status < 500:
+                    raise EndpointError(f"{route} rejected request {req.key}: {resp.status} {text[:500]}")
+                reason = f"HTTP {resp.status}: {text[:200]}"
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 reason = f"{type(exc).__name__}: {exc}"
             if self.alive is not None:
                 self.alive()

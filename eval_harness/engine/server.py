@@ -195,6 +195,19 @@ class VllmServer:
                 proc.wait(grace)
         _signal_group(proc.pid, signal.SIGKILL)  # stragglers: workers that ignored SIGTERM
         proc.wait()
+        _wait_group_gone(proc.pid)
+
+
+def _wait_group_gone(pgid: int, timeout: float = 10.0) -> None:
+    """Until every process of the group is reaped: killed children of a dead parent linger as
+    zombies until init collects them, and a caller may start the next server on their heels."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
 
 
 def _signal_group(pgid: int, sig: int) -> None:
