@@ -7,7 +7,7 @@ it to make the checkpoints, so the two cannot drift apart.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 # Bump when a build's bytes change (weights, tokenizer, configs, draft fit), so cached builds can be redone.
 BUILD_VERSION = 1
@@ -88,6 +88,18 @@ SPECS: dict[str, ModelSpec] = {
             moe=True,
             seed_offset=2,
         ),
+        # GLM-4-0414 form with a rotary dim that is not a power of two (96 of 128): where a kernel that
+        # pads rot_dim/2 to a power of two reads sin at the wrong offset (DESIGN.md section 5).
+        ModelSpec(
+            name="glm4-tiny-rot96",
+            architecture="Glm4ForCausalLM",
+            head_dim=HEAD_DIM,
+            rotary_dim=96,
+            is_neox=False,
+            rope_theta=10_000.0,
+            max_position=32768,
+            seed_offset=4,
+        ),
         # eagle3 draft for qwen3-tiny, with its own theta: a draft served with its target's cos/sin cache
         # changes its proposals, which is the bug class this model exists to expose.
         ModelSpec(
@@ -108,3 +120,15 @@ SPECS: dict[str, ModelSpec] = {
 # Target hidden states the draft reads (vLLM: id k = the residual stream entering layer k; LAYERS = the last
 # layer's output). Three, as in real eagle3 drafts; the defaults (2, L//2, L-3) are invalid for 2 layers.
 EAGLE3_AUX_LAYER_IDS: tuple[int, ...] = (0, LAYERS // 2, LAYERS)
+
+# Trained on toy-arith by eval_harness/toy/train.py, weights committed under eval_harness/toy/weights/, so that
+# L3 accuracy and eagle3 acceptance carry signal where no real checkpoint exists. Same shapes and RoPE forms as
+# their tiny counterparts; only the weights differ. Kept out of SPECS: the random-weight builder never makes them.
+TOY_SPECS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        replace(SPECS["qwen3-tiny"], name="qwen3-toy"),
+        replace(SPECS["glm4-tiny"], name="glm4-toy"),
+        replace(SPECS["qwen3-tiny-eagle3"], name="qwen3-toy-eagle3", target="qwen3-toy"),
+    )
+}
