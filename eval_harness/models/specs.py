@@ -121,9 +121,10 @@ SPECS: dict[str, ModelSpec] = {
 # layer's output). Three, as in real eagle3 drafts; the defaults (2, L//2, L-3) are invalid for 2 layers.
 EAGLE3_AUX_LAYER_IDS: tuple[int, ...] = (0, LAYERS // 2, LAYERS)
 
-# Trained on toy-arith by eval_harness/toy/train.py, weights committed under eval_harness/toy/weights/, so that
-# L3 accuracy and eagle3 acceptance carry signal where no real checkpoint exists. Same shapes and RoPE forms as
-# their tiny counterparts; only the weights differ. Kept out of SPECS: the random-weight builder never makes them.
+# Trained on toy-arith by eval_harness/toy/train.py, weights committed under eval_harness/toy/weights/,
+# so that L3 accuracy and eagle3 acceptance carry signal where no real checkpoint exists. Same shapes and
+# RoPE forms as their tiny counterparts; only the weights differ. Kept out of SPECS: the random-weight
+# builder never makes them.
 TOY_SPECS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
