@@ -315,35 +315,52 @@ class ModelRun:
         return Endpoint([], spec.counts_dir, VllmServer(spec))
 
     async def run(self) -> dict:
-        cfg, opts = self.opts.config, self.opts
-        model_path = resolve_model(self.model.path, opts.models_dir)
-        draft_path = resolve_model(self.model.draft.path, opts.models_dir) if self.model.draft else None
-        base = cfg.baseline
-        base_arm = None
+        cfg = self.opts.config
+        model_path = resolve_model(self.model.path, self.opts.models_dir)
+        draft_path = resolve_model(self.model.draft.path, self.opts.models_dir) if self.model.draft else None
         probe = draft_probe_work(draft_path, cfg)
-        for path in cfg.paths:
-            endpoint = self._endpoint(path, model_path, draft_path)
-            t0 = time.monotonic()
-            if endpoint.server is not None:
-                await asyncio.to_thread(endpoint.server.start)
-                endpoint.urls = [endpoint.server.url]
-            try:
-                if path == base:
-                    base_arm = await self._run_arm(base, path, endpoint, None, probe)
-                    if cfg.profile(opts.profile).aa:
-                        await self._run_arm(base + AA_SUFFIX, path, endpoint, base_arm.done, probe)
-                else:
-                    await self._run_arm(path, path, endpoint, base_arm.done if base_arm else None, probe)
-            finally:
-                if endpoint.server is not None:
-                    await asyncio.to_thread(endpoint.server.stop)
-            self._record_counts(path, endpoint, time.monotonic() - t0)
+        base_arm = await self._run_path(cfg.baseline, model_path, draft_path, probe, None)
+        others = [p for p in cfg.paths if p != cfg.baseline]
+        if all(p in self.opts.endpoints for p in others):
+            # Attached endpoints are separate servers: run the paths side by side.
+            await asyncio.gather(
+                *(self._run_path(p, model_path, draft_path, probe, base_arm) for p in others)
+            )
+        else:
+            # Managed servers share this machine: one at a time.
+            for p in others:
+                await self._run_path(p, model_path, draft_path, probe, base_arm)
         return {
             "model_path": model_path,
             "draft_path": draft_path,
             "data_hashes": self.hashes,
             "arms": self.arms,
         }
+
+    async def _run_path(
+        self,
+        path: str,
+        model_path: str,
+        draft_path: str | None,
+        probe: list[Work],
+        base_arm: ArmRunner | None,
+    ) -> ArmRunner:
+        """Serve (or attach to) one path and run its arms; the baseline also runs its A/A repeat."""
+        endpoint = self._endpoint(path, model_path, draft_path)
+        t0 = time.monotonic()
+        if endpoint.server is not None:
+            await asyncio.to_thread(endpoint.server.start)
+            endpoint.urls = [endpoint.server.url]
+        try:
+            baseline = base_arm.done if base_arm else None
+            arm = await self._run_arm(path, path, endpoint, baseline, probe)
+            if base_arm is None and self.opts.config.profile(self.opts.profile).aa:
+                await self._run_arm(path + AA_SUFFIX, path, endpoint, arm.done, probe)
+        finally:
+            if endpoint.server is not None:
+                await asyncio.to_thread(endpoint.server.stop)
+        self._record_counts(path, endpoint, time.monotonic() - t0)
+        return arm
 
     def _record_counts(self, path: str, endpoint: Endpoint, seconds: float) -> None:
         counts = total_counts(read_counts(endpoint.counts_dir)) if endpoint.counts_dir else None
