@@ -302,16 +302,28 @@ def test_fallback_contains_fork_bomb_and_kill(fallback):
     assert_harness_healthy(fallback)
 
 
-DATA = Path(os.environ.get("ROPE_EVAL_DATA") or REPO.parent / "shared" / "data")
+@pytest.fixture
+def visible_data_dir():
+    """A data directory outside /tmp and home, which the sandbox replaces with private mounts: the
+    repo and ../shared may live there (a CI clone under /tmp), and hiding must be shown on a path
+    the solution could otherwise read."""
+    import shutil
+    import tempfile
+
+    d = Path(tempfile.mkdtemp(prefix="rope-eval-hidden-", dir="/var/lib"))
+    d.chmod(0o755)  # readable by the sandbox's unprivileged uid
+    (d / "gsm8k").mkdir()
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not DATA.is_dir(), reason="namespaced mounts; the shared data")
-def test_hidden_paths_are_empty_inside(iso):
+@pytest.mark.skipif(os.geteuid() != 0, reason="namespaced mounts need root")
+def test_hidden_paths_are_empty_inside(iso, visible_data_dir: Path):
     """The benchmark data (which may hold hidden tests) can be hidden from solutions."""
-    code = f"import os\nprint(sorted(os.listdir({str(DATA)!r})))"
+    code = f"import os\nprint(sorted(os.listdir({str(visible_data_dir)!r})))"
     job = Job(code, (TestCase("", ""),))
     assert "gsm8k" in judge(job, FAST, isolation=iso, compare=False).tests[0].stdout
-    hidden = judge(job, FAST, isolation=iso, compare=False, hide_paths=[str(DATA)])
+    hidden = judge(job, FAST, isolation=iso, compare=False, hide_paths=[str(visible_data_dir)])
     assert hidden.tests[0].stdout.strip() == "[]"
 
 
