@@ -132,12 +132,12 @@ def _run_options(args: argparse.Namespace):
     if unknown:
         raise ValueError(f"--endpoint names paths {sorted(unknown)} that the config does not list")
     if args.resume:
-        out = args.resume
+        out = args.resume.resolve()
         if not (out / "manifest.json").exists():
             raise ValueError(f"--resume {out}: no manifest.json there; not a rope-eval run directory")
     else:
         models = "-".join(args.model) + "-" if args.model else ""
-        out = args.out / f"{cfg.name}-{models}{args.profile}-{time.strftime('%Y%m%d-%H%M%S')}"
+        out = args.out.resolve() / f"{cfg.name}-{models}{args.profile}-{time.strftime('%Y%m%d-%H%M%S')}"
     return RunOptions(
         config=cfg,
         profile=args.profile,

@@ -377,3 +377,14 @@ def test_nightly_workflow_example() -> None:
     junit = next(s for s in steps if s.get("uses", "").startswith("mikepenz/"))
     assert junit["with"]["report_paths"].endswith("gate-junit.xml")
     assert wf["permissions"]["checks"] == "write"
+
+
+def test_counts_dir_is_absolute_for_a_relative_run_dir() -> None:
+    """The server's cwd is the run dir: a relative counts dir would land inside it, unread, and
+    every arm would fail verification (seen with `make eval`'s `--out runs`)."""
+    from eval_harness.engine.server import ServerSpec, server_env
+    from eval_harness.paths import ENV_COUNTS_DIR, parse_path
+
+    spec = ServerSpec(model="/m", path=parse_path("triton"), run_dir=Path("runs/x/model"), label="triton")
+    counts = Path(server_env(spec)[ENV_COUNTS_DIR])
+    assert counts.is_absolute() and counts == (Path.cwd() / "runs/x/model/counts-triton")

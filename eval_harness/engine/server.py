@@ -67,7 +67,7 @@ def server_env(spec: ServerSpec) -> dict[str, str]:
     env.update(
         {
             ENV_PATH: spec.path.name,
-            ENV_COUNTS_DIR: str(spec.counts_dir),
+            ENV_COUNTS_DIR: str(spec.counts_dir.resolve()),  # the server's cwd is the run dir
             "HF_HUB_OFFLINE": "1",
             "VLLM_NO_USAGE_STATS": "1",
         }

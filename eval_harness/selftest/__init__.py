@@ -224,7 +224,7 @@ def main(args: argparse.Namespace) -> int:
         )
         for g in groups
     ]
-    out = args.out / f"selftest-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = args.out.resolve() / f"selftest-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
     results = [r for g in groups for r in run_group(g, out, args.models_dir)]
     md = table(results)
