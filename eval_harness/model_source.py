@@ -1,7 +1,8 @@
 """Turn a config's model reference into something `vllm serve` can load.
 
 `builtin:<name>` names a tiny model that rope-eval builds itself (seconds, no network) into a
-cache directory; anything else is a local directory or a hub id, passed through.
+cache directory, or one of the toy models trained on toy-arith and committed under
+eval_harness/toy/weights/; anything else is a local directory or a hub id, passed through.
 """
 
 from __future__ import annotations
@@ -32,11 +33,18 @@ def _built_version(spec_file: Path) -> int | None:
 def resolve_model(ref: str, models_dir: Path | None = None) -> str:
     if ref.startswith(BUILTIN):
         from eval_harness.models.builder import SPEC_FILE, build_model
-        from eval_harness.models.specs import BUILD_VERSION, SPECS
+        from eval_harness.models.specs import BUILD_VERSION, SPECS, TOY_SPECS
 
         name = ref.removeprefix(BUILTIN)
+        if name in TOY_SPECS:  # trained on toy-arith and committed: served from the repo, never built
+            from eval_harness.toy import weights_dir
+
+            if not (weights_dir(name) / SPEC_FILE).is_file():
+                raise ModelNotFound(f"toy model {name!r} is missing from {weights_dir(name)}")
+            return str(weights_dir(name))
         if name not in SPECS:
-            raise ModelNotFound(f"unknown builtin model {name!r}; known: {', '.join(SPECS)}")
+            known = ", ".join([*SPECS, *TOY_SPECS])
+            raise ModelNotFound(f"unknown builtin model {name!r}; known: {known}")
         root = models_dir or default_models_dir()
         if _built_version(root / name / SPEC_FILE) != BUILD_VERSION:
             build_model(name, root)  # missing, or built by an older builder

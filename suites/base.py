@@ -77,6 +77,7 @@ _REGISTRY: dict[str, str] = {
     "gsm8k": "eval_harness.suites.gsm8k:GSM8K",
     "aime": "eval_harness.suites.aime:AIME",
     "livecodebench": "eval_harness.suites.livecodebench:LiveCodeBench",
+    "toy-arith": "eval_harness.suites.toy_arith:ToyArith",
 }
 
 
