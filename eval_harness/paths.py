@@ -15,8 +15,9 @@ from typing import Literal
 ENV_PATH = "ROPE_EVAL_PATH"
 ENV_COUNTS_DIR = "ROPE_EVAL_COUNTS_DIR"
 
-BUILTIN: tuple[str, ...] = ("native", "triton", "platform")
-Kind = Literal["native", "triton", "platform", "custom"]
+# `reference` is the yardstick the others are judged by: RoPE in float64, rounded once.
+BUILTIN: tuple[str, ...] = ("native", "triton", "platform", "reference")
+Kind = Literal["native", "triton", "platform", "reference", "custom"]
 
 # The kernel signature every implementation shares (vLLM's `_custom_ops.rotary_embedding`):
 #   fn(positions, query, key | None, head_size, cos_sin_cache, is_neox) -> None, in place.

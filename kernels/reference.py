@@ -90,9 +90,7 @@ def _rotate_f64(
     x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, head_size: int, is_neox: bool
 ) -> torch.Tensor:
     # Written from the definition (pair index arithmetic), independently of the native code above.
-    out = (
-        x.detach().to(torch.float64).reshape(x.shape[0], x.shape[1:].numel() // head_size, head_size).clone()
-    )
+    out = x.detach().to(cos.dtype).reshape(x.shape[0], x.shape[1:].numel() // head_size, head_size).clone()
     half = cos.shape[1]
     idx = torch.arange(half, device=x.device)
     first, second = (idx, idx + half) if is_neox else (2 * idx, 2 * idx + 1)
@@ -109,11 +107,51 @@ def rotary_embedding_f64(
     head_size: int,
     cos_sin_cache: torch.Tensor,
     is_neox: bool,
+    dtype: torch.dtype = torch.float64,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """RoPE in float64 from the given cache values: new (query, key) float64 tensors, inputs untouched."""
+    """RoPE in float64 (or `dtype`) from the given cache values: new (query, key) tensors in that dtype,
+    inputs untouched."""
     half = cos_sin_cache.shape[1] // 2
-    rows = cos_sin_cache.to(torch.float64)[positions.flatten().long()]
+    rows = cos_sin_cache.to(dtype)[positions.flatten().long()]
     cos, sin = rows[:, :half], rows[:, half:]
     q = _rotate_f64(query, cos, sin, head_size, is_neox)
     k = None if key is None else _rotate_f64(key, cos, sin, head_size, is_neox)
     return q, k
+
+
+def reference_compute_dtype(device: torch.device) -> torch.dtype:
+    """float64 where the device has it; fp32 elsewhere (Ascend NPUs and Apple MPS lack float64)."""
+    return torch.float32 if device.type in ("npu", "mps") else torch.float64
+
+
+def reference_cos_sin_cache(
+    inv_freq: torch.Tensor, max_position: int, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """The `[cos | sin]` cache computed in the reference dtype from `inv_freq`, never rounded to the
+    model's dtype: vLLM stores its own cache in the model dtype (bf16 in bf16 serving), and a yardstick
+    that inherited that rounding would measure the paths against a rounded truth."""
+    device = torch.device(device or inv_freq.device)
+    dtype = reference_compute_dtype(device)
+    t = torch.arange(max_position, dtype=dtype, device=device)
+    freqs = torch.outer(t, inv_freq.to(device=device, dtype=dtype))
+    return torch.cat((freqs.cos(), freqs.sin()), dim=-1)
+
+
+def rotary_embedding_reference(
+    positions: torch.Tensor,
+    query: torch.Tensor,
+    key: torch.Tensor | None,
+    head_size: int,
+    cos_sin_cache: torch.Tensor,
+    is_neox: bool,
+) -> None:
+    """The `reference` path: RoPE in float64 (fp32 where the device lacks it), rounded once to the
+    storage dtype, in place. The cache must already be in the reference dtype: a cache that was
+    rounded to bf16 would make this a bf16 kernel in disguise, so that is refused."""
+    want = reference_compute_dtype(query.device)
+    if cos_sin_cache.dtype != want:
+        raise TypeError(f"reference RoPE needs a {want} cos/sin cache, got {cos_sin_cache.dtype}")
+    q, k = rotary_embedding_f64(positions, query, key, head_size, cos_sin_cache, is_neox, want)
+    query.copy_(q)  # the one rounding, to the storage dtype
+    if key is not None and k is not None:
+        key.copy_(k)

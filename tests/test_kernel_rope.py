@@ -324,3 +324,26 @@ def test_cuda_graph_replay() -> None:
     torch.cuda.synchronize()
     assert_rope_close(q, ref_q, torch.bfloat16)
     assert_rope_close(k, ref_k, torch.bfloat16)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize(("rot_dim", "is_neox"), [(128, True), (64, False), (96, True)])
+def test_reference_rounds_once_from_an_exact_cache(dtype: torch.dtype, rot_dim: int, is_neox: bool) -> None:
+    """The `reference` path equals float64 RoPE from float64 cos/sin, rounded once; and it is closer to
+    that truth than vLLM's native math, which uses a cache rounded to the storage dtype."""
+    from eval_harness.kernels.reference import reference_cos_sin_cache, rotary_embedding_reference
+
+    inv_freq = 1.0 / (1e6 ** (torch.arange(0, rot_dim, 2, dtype=torch.float64) / rot_dim))
+    exact = reference_cos_sin_cache(inv_freq, 4096, DEVICE)
+    assert exact.dtype == torch.float64
+    _, q, k = make_qkv(64, 4, 2, 128, dtype, "2d")
+    positions = torch.randint(0, 4096, (64,), device=DEVICE)
+    want_q, want_k = rotary_embedding_f64(positions, q, k, 128, exact, is_neox)
+    native_q, _ = rope_native(positions, q, k, 128, _cache(4096, rot_dim, dtype), is_neox)
+    rotary_embedding_reference(positions, q, k, 128, exact, is_neox)
+    assert torch.equal(q, want_q.to(dtype)) and torch.equal(k, want_k.to(dtype))
+    ref_err = (q.double() - want_q).abs().mean()
+    native_err = (native_q.double() - want_q).abs().mean()
+    assert ref_err < native_err
+    with pytest.raises(TypeError, match="float64 cos/sin cache"):
+        rotary_embedding_reference(positions, q, k, 128, exact.to(dtype), is_neox)

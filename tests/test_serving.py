@@ -71,6 +71,21 @@ def test_native_and_triton_agree_and_counts_prove_the_path(serve, model: str) ->
         assert set(counts) == {path} and counts[path] > 0, f"{model} {path}: counts {counts}"
 
 
+@pytest.mark.parametrize("model", ["qwen3-tiny", "glm4-tiny"])
+def test_reference_path_serves_and_agrees_in_fp32(serve, model: str) -> None:
+    """The float64 yardstick runs inside the served model (its counts prove it) and, in fp32, lands within
+    rounding of native: it differs only in where the RoPE rounds."""
+    native, ref = serve(model, "native"), serve(model, "reference")
+    res_n, res_r = generate(native.url, model, greedy(PROMPTS)), generate(ref.url, model, greedy(PROMPTS))
+    for a, b in zip(res_n, res_r, strict=True):
+        assert a.token_ids == b.token_ids, f"{model}: greedy outputs differ between native and reference"
+        for step_a, step_b in zip(a.top_logprobs, b.top_logprobs, strict=True):
+            for tok in step_a.keys() & step_b.keys():
+                assert abs(step_a[tok] - step_b[tok]) < LOGPROB_ATOL
+    counts = counts_of(ref)
+    assert set(counts) == {"reference"} and counts["reference"] > 0, f"{model} reference: counts {counts}"
+
+
 def test_zeroed_rotation_changes_outputs(serve) -> None:
     """A custom path that skips the rotation must change the model: the op is on the data path."""
     native = serve("qwen3-tiny", "native")

@@ -23,6 +23,10 @@ def _implementation(spec: PathSpec) -> dict[str, RopeFn]:
         from eval_harness.kernels.rope import rotary_embedding
 
         return {spec.name: rotary_embedding}
+    if spec.kind == "reference":
+        from eval_harness.kernels.reference import rotary_embedding_reference
+
+        return {spec.name: rotary_embedding_reference}
     if spec.kind == "custom":
         return {spec.name: load_custom(spec)}
     return {}  # native and platform keep vLLM's own code and only count

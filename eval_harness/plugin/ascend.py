@@ -68,7 +68,14 @@ def install(spec: PathSpec) -> None:
             ops.mark(positions, name)
             return rope_native(positions, query, key, head_size, cos_sin_cache[:, :rotary_dim], is_neox_style)
         query, key = query.clone(), key.clone()  # vllm-ascend's contract returns new tensors
-        ops.apply(positions, query, key, head_size, cos_sin_cache[:, :rotary_dim], is_neox_style, name)
+        cache = cos_sin_cache[:, :rotary_dim]
+        if spec.kind == "reference":
+            # Here the cache arrives already built by vllm-ascend; the reference upcasts its values and
+            # computes in fp32 (NPUs lack float64), so only the rotation's roundings are removed.
+            from eval_harness.kernels.reference import reference_compute_dtype
+
+            cache = cache.to(reference_compute_dtype(cache.device))
+        ops.apply(positions, query, key, head_size, cache, is_neox_style, name)
         return query, key
 
     rope_forward_oot._rope_eval = True

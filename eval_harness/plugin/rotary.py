@@ -39,6 +39,29 @@ def _platform_forward(base: type[RotaryEmbedding]):
     return base.forward_cuda
 
 
+REFERENCE_CACHE = "rope_eval_reference_cache"
+
+
+def _reference_cache(module: RotaryEmbedding) -> torch.Tensor:
+    """The `reference` path's cos/sin cache, computed in float64 from the module's own parameters.
+    Classes that build their cache their own way (scaling variants) keep their fp32 math, upcast: still
+    never rounded to the model's dtype, which is what vLLM's own `cos_sin_cache` is."""
+    from eval_harness.kernels.reference import reference_compute_dtype, reference_cos_sin_cache
+
+    cls = type(module)
+    own_math = (
+        cls._compute_inv_freq is RotaryEmbedding._compute_inv_freq
+        and cls._compute_cos_sin_cache is RotaryEmbedding._compute_cos_sin_cache
+    )
+    device = module.cos_sin_cache.device
+    if own_math:
+        dtype = reference_compute_dtype(device)
+        rot = module.rotary_dim
+        inv_freq = 1.0 / (module.base ** (torch.arange(0, rot, 2, dtype=dtype, device=device) / rot))
+        return reference_cos_sin_cache(inv_freq, module.max_position_embeddings, device)
+    return module._compute_cos_sin_cache().to(device, reference_compute_dtype(device))
+
+
 def _make_class(base: type[RotaryEmbedding], spec: PathSpec) -> type:
     platform_forward = _platform_forward(base)
     name = spec.name
@@ -50,9 +73,18 @@ def _make_class(base: type[RotaryEmbedding], spec: PathSpec) -> type:
         if spec.kind == "platform":
             ops.mark(positions, name)
             return platform_forward(self, positions, query, key)
-        cache = self._match_cos_sin_cache_dtype(query)
+        if spec.kind == "reference":
+            cache = getattr(self, REFERENCE_CACHE)
+        else:
+            cache = self._match_cos_sin_cache_dtype(query)
         ops.apply(positions, query, key, self.head_size, cache, self.is_neox_style, name)
         return query, key
+
+    def __init__(self, *args, **kwargs):
+        base.__init__(self, *args, **kwargs)
+        if spec.kind == "reference":
+            # A buffer, so it follows the module to its device; built here, outside any traced forward.
+            self.register_buffer(REFERENCE_CACHE, _reference_cache(self), persistent=False)
 
     methods = {
         m: forward
@@ -65,7 +97,7 @@ def _make_class(base: type[RotaryEmbedding], spec: PathSpec) -> type:
             "forward_xpu",
         )
     }
-    return type(f"RopeEval{base.__name__}", (base,), methods)
+    return type(f"RopeEval{base.__name__}", (base,), {"__init__": __init__, **methods})
 
 
 def switchable_classes() -> list[type[RotaryEmbedding]]:
