@@ -26,7 +26,7 @@ from eval_harness.engine.metrics import SpecDecodeCounters, scrape
 from eval_harness.engine.server import ServerSpec, VllmServer
 from eval_harness.model_source import resolve_model
 from eval_harness.paths import PathSpec, parse_path
-from eval_harness.plugin.counters import read_counts, total_counts
+from eval_harness.proof import read_counts, total_counts
 from eval_harness.store import ArmStore, Sample, read_json, write_json
 from eval_harness.suites import DataSource, Item, ModelOutput, get_suite
 from eval_harness.workload import Work, draft_probe_work, l1_work, load_items, probe_work, suite_work

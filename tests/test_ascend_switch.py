@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from eval_harness.plugin.counters import read_counts, total_counts
+from eval_harness.proof import read_counts, total_counts
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKES = ROOT / "tests" / "fakes"

@@ -15,7 +15,8 @@ from eval_harness.engine.client import Client, Request, Result, Sampling
 from eval_harness.engine.metrics import scrape
 from eval_harness.engine.server import ServerError, ServerSpec, VllmServer
 from eval_harness.paths import parse_path
-from eval_harness.plugin.counters import FLUSH_SECONDS, read_counts, total_counts
+from eval_harness.plugin.counters import FLUSH_SECONDS
+from eval_harness.proof import read_counts, total_counts
 
 pytestmark = pytest.mark.vllm
 MODELS = ["qwen3-tiny", "glm4-tiny", "glm45-tiny"]

@@ -8,7 +8,7 @@ no CUDA call at all (a sync there could break a graph capture in progress). On t
 plain tensor add does the same job.
 
 A daemon thread writes `counts-<host>-<pid>.json` into `ROPE_EVAL_COUNTS_DIR` twice a second
-and at exit; the harness sums the files of all processes (API server, engine, workers).
+and at exit; the harness reads them back with `eval_harness.proof` (no torch there).
 """
 
 from __future__ import annotations
@@ -19,24 +19,15 @@ import os
 import socket
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
+from eval_harness.proof import ProcessCounts
+
 FLUSH_SECONDS = 0.5
 MAX_SLOTS = 16
-
-
-@dataclass
-class ProcessCounts:
-    """One process's counts, as written to its file."""
-
-    pid: int
-    host: str
-    path: str
-    counts: dict[str, int] = field(default_factory=dict)
-    updated: float = 0.0
 
 
 def _bump_kernel():
@@ -124,22 +115,3 @@ class CountsWriter:
         tmp = self.file.with_suffix(".tmp")
         tmp.write_text(json.dumps(asdict(record)))
         os.replace(tmp, self.file)  # atomic: the harness never reads half a file
-
-
-def read_counts(directory: Path) -> list[ProcessCounts]:
-    """All processes' counts in a counts directory (empty if none ran the model)."""
-    out = []
-    for f in sorted(directory.glob("counts-*.json")):
-        try:
-            out.append(ProcessCounts(**json.loads(f.read_text())))
-        except (OSError, ValueError, TypeError) as exc:
-            raise ValueError(f"corrupt path-count file {f}: {exc}") from exc
-    return out
-
-
-def total_counts(records: list[ProcessCounts]) -> dict[str, int]:
-    total: dict[str, int] = {}
-    for rec in records:
-        for name, n in rec.counts.items():
-            total[name] = total.get(name, 0) + n
-    return total

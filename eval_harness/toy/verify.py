@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("ROPE_EVAL_COUNTS_DIR", tempfile.mkdtemp(prefix="rope-eval-counts-"))
     draft = args.weights / args.draft if args.draft else None
     result = measure(args.weights / args.model, draft, args.limit, args.max_tokens, args.k, args.style)
-    from eval_harness.plugin.counters import read_counts, total_counts
+    from eval_harness.proof import read_counts, total_counts
 
     time.sleep(1.5)  # the plugin's writer flushes on a timer
     result["rope_calls"] = total_counts(read_counts(Path(os.environ["ROPE_EVAL_COUNTS_DIR"])))
