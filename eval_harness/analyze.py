@@ -1,17 +1,21 @@
-"""`rope-eval diff`: read a run directory and compare every path with the baseline.
+"""The back half's one entry point: read a run directory and evaluate it (`rope-eval diff`).
 
-For each model: baseline vs each other path (A/B), and baseline vs its own repeat (A/A, the
-noise floor), at L1 (teacher-forced logprobs), L2 (greedy tokens), L3 (task accuracy) and
-eagle3 acceptance. Output is `diff.json`, the input of `report` and `gate`.
+Per model: each arm's **distance to the reference** at L1 (teacher-forced logprobs) and L2 (greedy forks
+classified by the reference's own margin), each path's **closeness** (its distance over the correct
+anchors', with a cluster-bootstrap CI), and the paired **comparisons** with the baseline (A/B, A/A) and
+with the reference at L3 (task accuracy) and eagle3 acceptance. The result is policy-free; `gate` applies
+a policy to it and `report` renders it. No torch, no vLLM, no runner: this only reads records.
 """
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
+
+from pydantic import TypeAdapter
 
 from eval_harness.config import RunConfig
 from eval_harness.diff import (
@@ -26,148 +30,246 @@ from eval_harness.diff import (
     summarize_l1,
     summarize_l2,
 )
-from eval_harness.runner import AA_SUFFIX
-from eval_harness.store import ArmStore, Sample, StoreError, read_json, write_json
+from eval_harness.diff.distance import (
+    ForkCloseness,
+    L1Distance,
+    L2Distance,
+    MetricCloseness,
+    l1_closeness,
+    l1_distance,
+    l2_closeness,
+    l2_distance,
+    tie_threshold,
+)
+from eval_harness.diff.logprob import LogprobSeq
+from eval_harness.errors import StoreError
+from eval_harness.proof import Verification
+from eval_harness.records import AcceptanceBatch, ArmMeta, ModelMeta, Role, RunManifest, Sample, Score
+from eval_harness.stats import Result
+from eval_harness.store import EVALUATION, RunStore
+
+# ----------------------------------------------------------------------------- reading arms
 
 
 @dataclass
-class Arm:
-    label: str
-    path: str
-    verified: str
-    counts: dict[str, int] | None
-    samples: dict[str, Sample]
-    scores: dict[str, dict[str, Any]]
-    acceptance: list[dict[str, Any]]
+class ArmView:
+    """One arm's records, as the analysis reads them."""
 
-    def gen(self) -> dict[str, Sample]:
-        return {k: s for k, s in self.samples.items() if s.kind == "gen"}
+    meta: ArmMeta
+    samples: dict[str, Sample]
+    scores: dict[str, Score]
+    acceptance: list[AcceptanceBatch]
+
+    @property
+    def label(self) -> str:
+        return self.meta.label
+
+    def gen(self, greedy_only: bool = False) -> dict[str, Sample]:
+        return {
+            k: s
+            for k, s in self.samples.items()
+            if s.kind == "gen" and (not greedy_only or s.temperature == 0.0)
+        }
 
     def l1(self) -> dict[str, Sample]:
         return {k: s for k, s in self.samples.items() if s.kind == "l1"}
 
 
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    try:
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    except ValueError as exc:
-        raise StoreError(f"corrupt {path}: {exc}") from None
+def load_arm(store: RunStore, model: str, label: str) -> ArmView:
+    arm = store.arm(model, label)
+    return ArmView(arm.read_meta(), {s.key: s for s in arm.samples()}, arm.scores(), arm.acceptance())
 
 
-def load_arm(run_dir: Path, meta: dict[str, Any], label: str) -> Arm:
-    d = run_dir / meta["dir"]
-    store = ArmStore(d, {})
-    return Arm(
-        label,
-        meta["path"],
-        meta.get("verified", "unknown"),
-        meta.get("counts"),
-        {s.key: s for s in store.read()},
-        {r["key"]: r for r in _jsonl(d / "scores.jsonl")},
-        _jsonl(d / "acceptance.jsonl"),
-    )
+# ----------------------------------------------------------------------------- result types
 
 
-@dataclass
-class Comparison:
+class Kind(StrEnum):
+    AB = "A/B"  # a configured path against the baseline
+    AA = "A/A"  # the baseline against itself, served again: the noise floor
+    REF = "vs reference"  # an arm against the reference (L3 and acceptance; L1/L2 are its Distance)
+
+
+@dataclass(frozen=True)
+class Comparison(Result):
     a: str
     b: str
-    kind: str  # "A/B" or "A/A"
+    kind: Kind
     l1: L1Summary | None = None
     l2: L2Summary | None = None
     l3: dict[str, L3Result] = field(default_factory=dict)
     acceptance: dict[str, AcceptanceDiff] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
+    notes: tuple[str, ...] = ()
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "a": self.a,
-            "b": self.b,
-            "kind": self.kind,
-            "l1": self.l1.to_dict() if self.l1 else None,
-            "l2": self.l2.to_dict() if self.l2 else None,
-            "l3": {k: v.to_dict() for k, v in self.l3.items()},
-            "acceptance": {k: v.to_dict() for k, v in self.acceptance.items()},
-            "notes": self.notes,
-        }
+    @property
+    def name(self) -> str:
+        return f"{self.a} vs {self.b}"
 
 
-def _pairs(rows: list[list[float]] | None) -> dict[int, float]:
+@dataclass(frozen=True)
+class Distance(Result):
+    """One arm against the reference."""
+
+    l1: L1Distance | None
+    l2: L2Distance | None
+
+
+@dataclass(frozen=True)
+class Closeness(Result):
+    """One arm's distance to the reference relative to the correct anchors'."""
+
+    anchors: tuple[str, ...]
+    l1: tuple[MetricCloseness, ...]
+    l2: ForkCloseness | None
+
+    def metric(self, name: str) -> MetricCloseness:
+        return next(m for m in self.l1 if m.metric == name)
+
+
+@dataclass(frozen=True)
+class ArmSummary(Result):
+    label: str
+    path: str
+    role: Role
+    verification: Verification | None
+    seconds: float | None
+    health: dict[str, dict[str, float]]
+
+
+@dataclass(frozen=True)
+class ModelEvaluation(Result):
+    reference: str
+    baseline: str
+    anchors: tuple[str, ...]
+    arms: dict[str, ArmSummary]
+    distances: dict[str, Distance]
+    closeness: dict[str, Closeness]
+    comparisons: tuple[Comparison, ...]
+
+    def arms_with(self, role: Role) -> list[ArmSummary]:
+        return [a for a in self.arms.values() if a.role is role]
+
+
+@dataclass(frozen=True)
+class RunInfo(Result):
+    name: str
+    profile: str
+    baseline: str
+    reference: str
+    paths: tuple[str, ...]
+    started: str
+    finished: str | None
+    data_source: str
+    provenance: dict[str, Any]
+    data_hashes: dict[str, dict[str, str]]
+
+
+@dataclass(frozen=True)
+class RunEvaluation(Result):
+    key: str  # the run's state when evaluated: a cached evaluation is reused only while it matches
+    run: RunInfo
+    models: dict[str, ModelEvaluation]
+
+
+EVALUATION_TYPE = TypeAdapter(RunEvaluation)
+
+# ----------------------------------------------------------------------------- per level
+
+
+def _top(rows: list[list[float]] | None) -> dict[int, float]:
     return {int(t): lp for t, lp in rows or []}
 
 
-def l1_summary(a: Arm, b: Arm) -> L1Summary | None:
+def _logprob_seq(s: Sample) -> LogprobSeq:
+    return from_prompt_logprobs(
+        s.prompt_token_ids or [], [None if p is None else _top(p) for p in s.prompt_logprobs or []]
+    )
+
+
+def _l1_pairs(a: ArmView, b: ArmView) -> list[tuple[str, LogprobSeq, LogprobSeq]]:
+    """(cluster, A's logprobs, B's logprobs) for each sequence both arms teacher-forced."""
     la, lb = a.l1(), b.l1()
-    pairs = []
+    out = []
     for key in sorted(la.keys() & lb.keys()):
         sa, sb = la[key], lb[key]
-        ids = sa.prompt_token_ids or []
-        if ids != (sb.prompt_token_ids or []):
+        if (sa.prompt_token_ids or []) != (sb.prompt_token_ids or []):
             raise StoreError(
                 f"L1 sequence {key} differs between {a.label} and {b.label}: not the same tokens"
             )
-        pairs.append(
-            (
-                from_prompt_logprobs(
-                    ids, [None if p is None else _pairs(p) for p in sa.prompt_logprobs or []]
-                ),
-                from_prompt_logprobs(
-                    ids, [None if p is None else _pairs(p) for p in sb.prompt_logprobs or []]
-                ),
-            )
-        )
-    return summarize_l1(pairs) if pairs else None
+        out.append((sa.item_id or key, _logprob_seq(sa), _logprob_seq(sb)))
+    return out
 
 
-def l2_summary(a: Arm, b: Arm) -> L2Summary | None:
-    ga, gb = a.gen(), b.gen()
+def l1_summary(a: ArmView, b: ArmView) -> L1Summary | None:
+    pairs = _l1_pairs(a, b)
+    return summarize_l1((x, y) for _, x, y in pairs) if pairs else None
+
+
+def l2_summary(a: ArmView, b: ArmView) -> L2Summary | None:
+    ga, gb = a.gen(greedy_only=True), b.gen(greedy_only=True)
     diffs = []
     for key in sorted(ga.keys() & gb.keys()):
         sa, sb = ga[key], gb[key]
-        top_a = [_pairs(t) for t in sa.top_logprobs] if sa.top_logprobs else None
-        top_b = [_pairs(t) for t in sb.top_logprobs] if sb.top_logprobs else None
+        top_a = [_top(t) for t in sa.top_logprobs] if sa.top_logprobs else None
+        top_b = [_top(t) for t in sb.top_logprobs] if sb.top_logprobs else None
         diffs.append(compare_greedy(sa.token_ids, sb.token_ids, top_a, top_b))
     return summarize_l2(diffs) if diffs else None
 
 
-def suite_scores(arm: Arm) -> dict[str, dict[str, list[float]]]:
+def suite_scores(arm: ArmView) -> dict[str, dict[str, list[float]]]:
     """suite -> item id -> correctness per sample index."""
     out: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
     for r in arm.scores.values():
-        out[r["suite"]][r["item_id"]][r["sample_idx"]] = float(r["correct"])
+        out[r.suite][r.item_id][r.sample_idx] = r.correct
     return {s: {i: [v[j] for j in sorted(v)] for i, v in items.items()} for s, items in out.items()}
 
 
-def acceptance_by_suite(arm: Arm) -> dict[str, list[dict[str, Any]]]:
-    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for rec in sorted(arm.acceptance, key=lambda r: (r["suite"], r["batch"])):
-        out[rec["suite"]].append(rec)
+def _acceptance_by_suite(arm: ArmView) -> dict[str, list[AcceptanceBatch]]:
+    out: dict[str, list[AcceptanceBatch]] = defaultdict(list)
+    for rec in arm.acceptance:
+        out[rec.suite].append(rec)
     return out
 
 
-def compare(a: Arm, b: Arm, cfg: RunConfig, kind: str) -> Comparison:
-    c = Comparison(a.label, b.label, kind, l1_summary(a, b), l2_summary(a, b))
+def compare(a: ArmView, b: ArmView, cfg: RunConfig, kind: Kind) -> Comparison:
+    notes = []
     sa, sb = suite_scores(a), suite_scores(b)
-    common = sa.keys() & sb.keys()
     if sa.keys() != sb.keys():
-        c.notes.append(f"suites scored on one side only: {sorted(sa.keys() ^ sb.keys())}")
+        notes.append(f"suites scored on one side only: {sorted(sa.keys() ^ sb.keys())}")
+    common = sorted(sa.keys() & sb.keys())
     margins = {s: cfg.suites[s].margin for s in common if s in cfg.suites}
-    c.l3 = compare_suites({s: sa[s] for s in common}, {s: sb[s] for s in common}, margins)
-    acc_a, acc_b = acceptance_by_suite(a), acceptance_by_suite(b)
-    for suite in sorted(acc_a.keys() & acc_b.keys()):
-        c.acceptance[suite] = compare_acceptance(
-            [_batch(r) for r in acc_a[suite]], [_batch(r) for r in acc_b[suite]]
+    l3 = compare_suites({s: sa[s] for s in common}, {s: sb[s] for s in common}, margins)
+    # Batches pair up only when both arms sent the same requests in the same order.
+    paired = None if a.meta.shuffle_seed == b.meta.shuffle_seed else False
+    acc_a, acc_b = _acceptance_by_suite(a), _acceptance_by_suite(b)
+    acceptance = {
+        suite: compare_acceptance(
+            [r.counters for r in acc_a[suite]], [r.counters for r in acc_b[suite]], paired=paired
         )
-    return c
+        for suite in sorted(acc_a.keys() & acc_b.keys())
+    }
+    if kind is Kind.REF:
+        return Comparison(a.label, b.label, kind, None, None, l3, acceptance, tuple(notes))
+    return Comparison(
+        a.label, b.label, kind, l1_summary(a, b), l2_summary(a, b), l3, acceptance, tuple(notes)
+    )
 
 
-def _batch(rec: dict[str, Any]) -> dict[str, Any]:
-    return {k: rec[k] for k in ("drafts", "draft_tokens", "accepted", "accepted_per_pos")}
+def l1_to_reference(ref: ArmView, arm: ArmView) -> L1Distance | None:
+    pairs = _l1_pairs(ref, arm)
+    return l1_distance(pairs) if pairs else None
 
 
-def suite_health(arm: Arm) -> dict[str, dict[str, float]]:
+def l2_to_reference(ref: ArmView, arm: ArmView, tie: float) -> L2Distance | None:
+    gr, ga = ref.gen(greedy_only=True), arm.gen(greedy_only=True)
+    rows = []
+    for key in sorted(gr.keys() & ga.keys()):
+        r, a = gr[key], ga[key]
+        ref_top = [_top(t) for t in r.top_logprobs or []]
+        rows.append((key, r.item_id or key, r.token_ids, a.token_ids, ref_top))
+    return l2_distance(rows, tie) if rows else None
+
+
+def suite_health(arm: ArmView) -> dict[str, dict[str, float]]:
     """Per suite: truncation (finish_reason=length), empty answers, mean reasoning length."""
     by_suite: dict[str, list[Sample]] = defaultdict(list)
     for s in arm.gen().values():
@@ -185,40 +287,95 @@ def suite_health(arm: Arm) -> dict[str, dict[str, float]]:
     return out
 
 
-def diff_run(run_dir: Path) -> dict[str, Any]:
-    manifest = read_json(run_dir / "manifest.json")
-    cfg = RunConfig.model_validate(manifest["config"])
-    base = manifest["baseline"]
-    models = {}
-    for name, mr in manifest["models"].items():
-        arms = {label: load_arm(run_dir, meta, label) for label, meta in mr["arms"].items()}
-        comps = []
-        if base + AA_SUFFIX in arms:
-            comps.append(compare(arms[base], arms[base + AA_SUFFIX], cfg, "A/A"))
-        comps += [compare(arms[base], arms[p], cfg, "A/B") for p in cfg.paths[1:] if p in arms]
-        models[name] = {
-            "arms": {
-                k: {"path": a.path, "verified": a.verified, "counts": a.counts, "health": suite_health(a)}
-                for k, a in arms.items()
-            },
-            "comparisons": [c.to_dict() for c in comps],
-        }
-    out = {
-        "run": {
-            k: manifest.get(k)
-            for k in (
-                "name",
-                "profile",
-                "baseline",
-                "paths",
-                "started",
-                "finished",
-                "provenance",
-                "data_source",
-            )
-        },
-        "models": models,
-        "data_hashes": {m: mr.get("data_hashes") for m, mr in manifest["models"].items()},
+# ----------------------------------------------------------------------------- a model, a run
+
+
+def anchors_of(manifest: RunManifest, arms: dict[str, ArmView]) -> tuple[str, ...]:
+    """The correct anchors: the baseline, plus vLLM's own op (`platform`) where it ran."""
+    extra = [
+        label for label, a in arms.items() if a.meta.role is Role.CANDIDATE and a.meta.path == "platform"
+    ]
+    return (manifest.baseline, *extra)
+
+
+def _distances(ref: ArmView, arms: dict[str, ArmView], anchors: tuple[str, ...]) -> dict[str, Distance]:
+    l1 = {label: l1_to_reference(ref, a) for label, a in arms.items() if label != ref.label}
+    tie = tie_threshold([d for label, d in l1.items() if label in anchors and d is not None])
+    return {label: Distance(l1[label], l2_to_reference(ref, arms[label], tie)) for label in l1}
+
+
+def _closeness(distances: dict[str, Distance], anchors: tuple[str, ...], label: str) -> Closeness | None:
+    """A path against the anchors other than itself; the baseline alone has nothing to be judged against."""
+    mine = distances[label]
+    others = [a for a in anchors if a != label and distances.get(a) is not None]
+    l1_anchors = [distances[a].l1 for a in others if distances[a].l1 is not None]
+    if mine.l1 is None or not l1_anchors:
+        return None
+    l2_anchors = [distances[a].l2 for a in others if distances[a].l2 is not None]
+    l2 = l2_closeness(mine.l2, l2_anchors) if mine.l2 is not None and l2_anchors else None
+    return Closeness(tuple(others), l1_closeness(mine.l1, l1_anchors), l2)
+
+
+def evaluate_model(
+    manifest: RunManifest, cfg: RunConfig, store: RunStore, name: str, mm: ModelMeta
+) -> ModelEvaluation:
+    arms = {label: load_arm(store, name, label) for label in mm.arms}
+    ref_label, base = manifest.reference, manifest.baseline
+    if ref_label not in arms or base not in arms:
+        raise StoreError(f"{name}: the reference or baseline arm is missing from {store.root}")
+    ref = arms[ref_label]
+    anchors = anchors_of(manifest, arms)
+    distances = _distances(ref, arms, anchors)
+    closeness = {label: c for label in distances if (c := _closeness(distances, anchors, label)) is not None}
+    comparisons = []
+    for a in arms.values():
+        if a.meta.role is Role.AA:
+            comparisons.append(compare(arms[base], a, cfg, Kind.AA))
+        elif a.meta.role is Role.CANDIDATE:
+            comparisons.append(compare(arms[base], a, cfg, Kind.AB))
+    comparisons += [compare(ref, a, cfg, Kind.REF) for label, a in arms.items() if label != ref_label]
+    summaries = {
+        label: ArmSummary(
+            label, a.meta.path, a.meta.role, a.meta.verification, a.meta.seconds, suite_health(a)
+        )
+        for label, a in arms.items()
     }
-    write_json(run_dir / "diff.json", out)
-    return out
+    return ModelEvaluation(ref_label, base, anchors, summaries, distances, closeness, tuple(comparisons))
+
+
+def evaluate_run(run_dir: Path) -> RunEvaluation:
+    """Evaluate a run directory and cache the result as diff.json."""
+    store = RunStore(run_dir)
+    key = store.state_key()
+    manifest = store.read_manifest()
+    cfg = RunConfig.model_validate(manifest.config)
+    models = {name: evaluate_model(manifest, cfg, store, name, mm) for name, mm in manifest.models.items()}
+    info = RunInfo(
+        name=manifest.name,
+        profile=manifest.profile,
+        baseline=manifest.baseline,
+        reference=manifest.reference,
+        paths=tuple(manifest.paths),
+        started=manifest.started,
+        finished=manifest.finished,
+        data_source=manifest.data_source,
+        provenance=manifest.provenance,
+        data_hashes={name: mm.data_hashes for name, mm in manifest.models.items()},
+    )
+    evaluation = RunEvaluation(key, info, models)
+    store.write_document(EVALUATION, EVALUATION_TYPE.dump_json(evaluation, indent=1).decode())
+    return evaluation
+
+
+def load_evaluation(run_dir: Path) -> RunEvaluation:
+    """The cached evaluation when it matches the run's current records, else a fresh one."""
+    store = RunStore(run_dir)
+    text = store.read_document(EVALUATION)
+    if text is not None:
+        try:
+            cached = EVALUATION_TYPE.validate_json(text)
+        except ValueError:
+            cached = None  # written by another version: evaluate again
+        if cached is not None and cached.key == store.state_key():
+            return cached
+    return evaluate_run(run_dir)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import signal
@@ -41,6 +40,21 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
         metavar="PATH=URL",
         help="attach to a running server for PATH instead of starting one (repeat a PATH to "
         "shard across DP replicas); such paths are unverified unless counts are available",
+    )
+    p.add_argument(
+        "--counts-dir",
+        action="append",
+        default=[],
+        metavar="PATH=DIR",
+        help="attach mode: the ROPE_EVAL_COUNTS_DIR the server for PATH writes to (a shared filesystem); "
+        "with it an attached arm is verified like a managed one",
+    )
+    p.add_argument(
+        "--parallel-servers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="managed servers at once after the reference (a GPU holds several small ones; default 1)",
     )
     p.add_argument("--batch-size", type=int, default=32, help="requests between metrics scrapes (default 32)")
     p.add_argument("--model", action="append", metavar="NAME", help="run only these models of the config")
@@ -98,7 +112,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("runs"), help="parent of the selftest run directory")
     p.add_argument("--data-dir", type=Path, help=DATA_HELP)
     p.add_argument("--models-dir", type=Path, help="where builtin: tiny models are built")
-    p.add_argument("--only", action="append", help="run only these bug ids (repeatable)")
+    p.add_argument("--only", action="append", help="run only these case ids (repeatable)")
+    p.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16"],
+        default="float32",
+        help="serving dtype (default float32; bfloat16 is how GPUs and NPUs serve)",
+    )
+    p.add_argument(
+        "--serve-args",
+        default=None,
+        metavar="ARGS",
+        help="vLLM arguments for every server, replacing the CPU default (eager, 16 sequences); e.g. on a "
+        'GPU: "--gpu-memory-utilization 0.05 --attention-backend TRITON_ATTN"',
+    )
+    p.add_argument(
+        "--parallel-servers", type=int, default=1, metavar="N", help="servers at once after the reference"
+    )
     return ap
 
 
@@ -112,9 +142,25 @@ def _endpoints(values: list[str]) -> dict[str, list[str]]:
     return out
 
 
+def _counts_dirs(values: list[str], endpoints: dict[str, list[str]]) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for v in values:
+        path, sep, directory = v.partition("=")
+        if not sep or not directory:
+            raise ValueError(f"--counts-dir {v!r}: expected PATH=DIR")
+        if path not in endpoints:
+            raise ValueError(f"--counts-dir {v!r}: no --endpoint attaches {path!r}")
+        if not Path(directory).is_dir():
+            raise ValueError(f"--counts-dir {v!r}: {directory} is not a readable directory")
+        out[path] = Path(directory)
+    if len(set(out.values())) != len(out):
+        raise ValueError("--counts-dir: two paths share one counts directory; each server needs its own")
+    return out
+
+
 def _run_options(args: argparse.Namespace):
     from eval_harness.config import load_config
-    from eval_harness.runner import RunOptions
+    from eval_harness.runner import RunOptions, plan_arms, with_paths
     from eval_harness.suites import resolve_source
 
     cfg = load_config(args.config)
@@ -127,10 +173,16 @@ def _run_options(args: argparse.Namespace):
         missing = sorted(set(args.path) - set(cfg.paths))
         if missing:
             raise ValueError(f"--path {missing}: not in the config's paths {cfg.paths}")
-        cfg = cfg.model_copy(update={"paths": [p for p in cfg.paths if p == cfg.baseline or p in args.path]})
-    unknown = set(_endpoints(args.endpoint)) - set(cfg.paths)
+        cfg = with_paths(cfg, args.path)
+    endpoints = _endpoints(args.endpoint)
+    known = {*cfg.paths, *(a.label for a in plan_arms(cfg, args.profile))}
+    unknown = set(endpoints) - known
     if unknown:
-        raise ValueError(f"--endpoint names paths {sorted(unknown)} that the config does not list")
+        raise ValueError(
+            f"--endpoint names {sorted(unknown)}, neither a path nor an arm of this run ({sorted(known)})"
+        )
+    if args.parallel_servers < 1:
+        raise ValueError("--parallel-servers must be at least 1")
     if args.resume:
         out = args.resume.resolve()
         if not (out / "manifest.json").exists():
@@ -144,9 +196,11 @@ def _run_options(args: argparse.Namespace):
         out=out,
         source=resolve_source(args.data_dir),
         resume=args.resume is not None,
-        endpoints=_endpoints(args.endpoint),
+        endpoints=endpoints,
+        counts_dirs=_counts_dirs(args.counts_dir, endpoints),
         batch_size=args.batch_size,
         models_dir=args.models_dir,
+        parallel_servers=args.parallel_servers,
     )
 
 
@@ -167,31 +221,30 @@ def cmd_run(args: argparse.Namespace) -> Path:
 
 
 def cmd_report(run_dir: Path, policy_path: Path | None) -> bool:
-    from eval_harness.analyze import diff_run
-    from eval_harness.gate import evaluate, load_policy, passed, write_junit
+    from eval_harness.gate import judge, load_policy, passed
     from eval_harness.report import render
 
-    diff = diff_run(run_dir)
-    checks = evaluate(diff, load_policy(policy_path))
-    paths = render(diff, checks, run_dir)
-    write_junit(checks, run_dir / "gate-junit.xml")
+    policy = load_policy(policy_path)
+    evaluation, checks = judge(run_dir, policy)
+    paths = render(evaluation, checks, policy, run_dir)
     print(paths["md"].read_text())
     print(f"HTML report: {paths['html'].resolve()}", file=sys.stderr)
     return passed(checks)
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
-    from eval_harness.analyze import diff_run
-    from eval_harness.gate import evaluate, load_policy, only_path, passed, write_junit
+    from eval_harness.gate import judge, junit_xml, load_policy, only_path, passed
+    from eval_harness.store import RunStore, write_text_atomic
 
-    diff_file = args.run_dir / "diff.json"
-    diff = json.loads(diff_file.read_text()) if diff_file.exists() else diff_run(args.run_dir)
-    checks = evaluate(diff, load_policy(args.policy))
+    evaluation, checks = judge(args.run_dir, load_policy(args.policy))
     if args.only:
-        checks = only_path(checks, diff["run"]["baseline"], args.only)
-    write_junit(checks, args.junit or args.run_dir / "gate-junit.xml")
+        checks = only_path(checks, evaluation, args.only)
+    if args.junit:
+        write_text_atomic(args.junit, junit_xml(checks))
+    else:
+        RunStore(args.run_dir).write_document("gate-junit.xml", junit_xml(checks))
     for c in checks:
-        print(f"{'PASS' if c.passed else 'FAIL'}  {c.model} · {c.comparison} · {c.name}: {c.detail}")
+        print(f"{'PASS' if c.passed else 'FAIL'}  {c.model} · {c.subject} · {c.name}: {c.detail}")
     ok = passed(checks)
     print(f"gate: {'PASS' if ok else 'FAIL'} ({sum(c.passed for c in checks)}/{len(checks)} checks)")
     return EXIT_OK if ok else EXIT_GATE
@@ -222,9 +275,9 @@ def dispatch(args: argparse.Namespace) -> int:
         run_dir = cmd_run(args)
         return EXIT_OK if cmd_report(run_dir, args.policy) else EXIT_GATE
     if args.cmd == "diff":
-        from eval_harness.analyze import diff_run
+        from eval_harness.analyze import evaluate_run
 
-        diff_run(args.run_dir)
+        evaluate_run(args.run_dir)
         print(f"wrote {args.run_dir / 'diff.json'}")
         return EXIT_OK
     if args.cmd == "report":

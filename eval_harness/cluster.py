@@ -18,10 +18,9 @@ import sys
 from pathlib import Path
 
 from eval_harness.config import ModelEntry, RunConfig, load_config
-from eval_harness.engine.server import build_command
-from eval_harness.paths import ENV_COUNTS_DIR, ENV_PATH, parse_path
-from eval_harness.runner import RunOptions, server_spec
-from eval_harness.suites import DataSource
+from eval_harness.engine.server import without_args
+from eval_harness.paths import ENV_COUNTS_DIR, ENV_PATH
+from eval_harness.runner import model_serve_args
 
 LOCAL_ONLY = ("--model", "--host", "--port")  # set per launch below
 
@@ -38,18 +37,8 @@ def serve_command(
     """One shell line: the plugin's environment, then `vllm serve` with the managed-mode arguments."""
     if model.path.startswith("builtin:"):
         raise ValueError(f"model {model.name}: builtin models are built and served by `rope-eval run` itself")
-    opts = RunOptions(config=cfg, profile="smoke", out=Path("."), source=DataSource("hub"))
     draft = model.draft.path if model.draft else None
-    argv = build_command(server_spec(opts, model, parse_path(path), model.path, draft), port)[3:]
-    args = []
-    skip = False
-    for a in argv:
-        if skip:
-            skip = False
-        elif a in LOCAL_ONLY:
-            skip = True
-        else:
-            args.append(a)
+    args = without_args(model_serve_args(cfg, model, draft), LOCAL_ONLY)
     env = f"{ENV_PATH}={shlex.quote(path)} {ENV_COUNTS_DIR}={shlex.quote(counts_dir)}"
     cmd = ["vllm", "serve", model.path, *args, "--host", host, "--port", str(port), *extra]
     return f"{env} {shlex.join(cmd)}"

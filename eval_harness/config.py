@@ -100,7 +100,9 @@ class ModelEntry(_Strict):
 
 
 class ProfileConfig(_Strict):
-    aa: bool = False  # run the baseline twice to measure the noise floor
+    # A/A arms: the baseline served again on a fresh server, its requests in a shuffled order, to measure
+    # the noise floor (true = 1)
+    aa: int = Field(0, ge=0)
     concurrency: int = Field(8, gt=0)
 
 
@@ -108,14 +110,18 @@ class RunConfig(_Strict):
     name: str
     models: list[ModelEntry] = Field(min_length=1)
     paths: list[str] = Field(min_length=2)  # the first is the baseline
+    # The yardstick every path is measured against, served like every other arm: `rope64` (the
+    # `reference` path: RoPE in float64, rounded once; scales to any model) or `fp32` (the baseline path
+    # with the whole model in float32: a stricter oracle where the model fits)
+    reference: Literal["rope64", "fp32"] = "rope64"
     serve_args: list[str] = Field(default_factory=list)  # for every model, before its own
     suites: dict[str, SuiteConfig] = Field(default_factory=dict)
     l1: LogprobConfig = LogprobConfig()
     profiles: dict[Profile, ProfileConfig] = Field(
         default_factory=lambda: {
             "smoke": ProfileConfig(),
-            "nightly": ProfileConfig(aa=True),
-            "release": ProfileConfig(aa=True),
+            "nightly": ProfileConfig(aa=1),
+            "release": ProfileConfig(aa=1),
         }
     )
     seed: int = 1234
@@ -136,6 +142,8 @@ class RunConfig(_Strict):
                 raise ValueError(str(exc)) from None
         if len(set(v)) != len(v):
             raise ValueError(f"paths repeat: {v}; an A/A run is configured with profiles.<name>.aa")
+        if "reference" in v:
+            raise ValueError("`reference` is served in every run; choose its kind with the `reference` key")
         return v
 
     @field_validator("suites")
@@ -161,7 +169,7 @@ class RunConfig(_Strict):
         return self.paths[0]
 
     def profile(self, name: Profile) -> ProfileConfig:
-        return self.profiles.get(name, ProfileConfig(aa=name != "smoke"))
+        return self.profiles.get(name, ProfileConfig(aa=int(name != "smoke")))
 
     def suites_for(self, model: ModelEntry) -> list[str]:
         return list(self.suites) if model.suites is None else list(model.suites)

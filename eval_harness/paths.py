@@ -14,6 +14,7 @@ from typing import Literal
 
 ENV_PATH = "ROPE_EVAL_PATH"
 ENV_COUNTS_DIR = "ROPE_EVAL_COUNTS_DIR"
+ENV_INSTANCE = "ROPE_EVAL_INSTANCE"  # one server start: count files of another start are stale
 
 # `reference` is the yardstick the others are judged by: RoPE in float64, rounded once.
 BUILTIN: tuple[str, ...] = ("native", "triton", "platform", "reference")

@@ -82,3 +82,16 @@ def verify(path: str, records: list[ProcessCounts] | None) -> Verification:
     if others:
         return Verification(Status.FAILED, f"other implementations ran too ({others})", counts)
     return Verification(Status.VERIFIED, f"{counts[path]} calls of {path}", counts)
+
+
+def verify_instances(path: str, by_instance: dict[str, list[ProcessCounts]]) -> Verification:
+    """An arm served by one or more server starts (a resumed run): every start must verify."""
+    if not by_instance:
+        return Verification(Status.FAILED, f"no server start of {path} left call counts")
+    results = {instance: verify(path, records) for instance, records in by_instance.items()}
+    for instance, v in results.items():
+        if not v.verified:
+            return Verification(v.status, f"server start {instance}: {v.detail}", v.counts)
+    counts = total_counts([r for records in by_instance.values() for r in records])
+    starts = f" over {len(results)} server starts" if len(results) > 1 else ""
+    return Verification(Status.VERIFIED, f"{counts.get(path, 0)} calls of {path}{starts}", counts)

@@ -1,75 +1,197 @@
-"""`rope-eval report`: Markdown (PR comment / nightly summary), JSON (dashboards) and a
-self-contained HTML sign-off page, all from `diff.json` and the gate's checks."""
+"""`rope-eval report`: Markdown (PR comment / nightly summary), JSON (dashboards) and a self-contained
+HTML sign-off page, from the evaluation and the gate's checks. The headline states, for each path, its
+distance to the reference relative to the anchors', with its CI and the verdict."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from eval_harness import plots
-from eval_harness.gate import Check, passed
-from eval_harness.store import write_json
+from eval_harness.analyze import EVALUATION_TYPE, Kind, ModelEvaluation, RunEvaluation
+from eval_harness.diff.distance import PRIMARY
+from eval_harness.gate import Check, Policy, concerns, junit_xml, passed
+from eval_harness.records import Role
+from eval_harness.stats import cluster_ratio_ci
+from eval_harness.store import RunStore
 
 PUBLIC_TESTS_NOTE = (
     "LiveCodeBench is scored on public tests only: pass@1 is higher than official LCB figures, "
     "which also run the hidden tests."
 )
+REPORTS = {"md": "report.md", "json": "report.json", "html": "report.html", "junit": "gate-junit.xml"}
 
 
-def verdict_line(diff: dict[str, Any], checks: list[Check]) -> str:
+def reference_name(ev: RunEvaluation) -> str:
+    return "the fp32 model" if ev.run.reference.endswith("fp32") else "the fp64-RoPE reference"
+
+
+@dataclass(frozen=True)
+class ArmVerdict:
+    """One arm's headline: its primary L1 distance relative to the anchors', and whether it passed."""
+
+    model: str
+    label: str
+    role: str
+    anchors: str
+    ratio: float | None
+    low: float | None
+    high: float | None
+    passed: bool
+    failed: tuple[str, ...]
+
+    def line(self, reference: str) -> str:
+        verdict = "PASS" if self.passed else "FAIL"
+        if self.ratio is None:
+            return f"{self.label}: {verdict}" + (f" ({'; '.join(self.failed)})" if self.failed else "")
+        text = (
+            f"{self.label}: {self.ratio:.3g}x {self.anchors}'s distance to {reference}, "
+            f"95% CI [{self.low:.3g}, {self.high:.3g}], {verdict}"
+        )
+        return text + (f" (failed: {'; '.join(self.failed)})" if self.failed else "")
+
+
+def arm_verdicts(ev: RunEvaluation, checks: list[Check]) -> list[ArmVerdict]:
+    out = []
+    for model, me in ev.models.items():
+        for label, arm in me.arms.items():
+            if arm.role in (Role.REFERENCE, Role.BASELINE):
+                continue
+            mine = [c for c in checks if c.model == model and concerns(c, label, me.baseline)]
+            c = me.closeness.get(label)
+            m = c.metric(PRIMARY).ratio if c else None
+            out.append(
+                ArmVerdict(
+                    model,
+                    label,
+                    arm.role.value,
+                    " and ".join(c.anchors) if c else me.baseline,
+                    m.estimate if m else None,
+                    m.low if m else None,
+                    m.high if m else None,
+                    all(x.passed for x in mine),
+                    tuple(f"{x.name}: {x.detail}" for x in mine if not x.passed),
+                )
+            )
+    return out
+
+
+def verdict_line(ev: RunEvaluation, checks: list[Check]) -> str:
     fails = [c for c in checks if not c.passed]
-    paths = ", ".join(diff["run"]["paths"][1:])
-    base = diff["run"]["baseline"]
+    paths = ", ".join(ev.run.paths[1:])
     if not fails:
-        return f"PASS: {paths} matched {base} on {len(diff['models'])} model(s) ({len(checks)} checks)"
+        return f"{paths} as close to {reference_name(ev)} as {ev.run.baseline} on {len(ev.models)} model(s) ({len(checks)} checks)"
     first = fails[0]
-    return (
-        f"FAIL: {len(fails)} of {len(checks)} checks failed; first: {first.model} {first.comparison} "
-        f"{first.name}: {first.detail}"
-    )
+    return f"{len(fails)} of {len(checks)} checks failed; first: {first.model} {first.subject} {first.name}: {first.detail}"
 
 
-def _forest_rows(md: dict[str, Any]) -> list[plots.Row]:
-    aa = next((c for c in md["comparisons"] if c["kind"] == "A/A"), None)
+# ----------------------------------------------------------------------------- figures
+
+
+def _color(me: ModelEvaluation, label: str) -> str:
+    role = me.arms[label].role
+    if label in me.anchors:
+        return plots.ANCHOR
+    return plots.AA if role is Role.AA else plots.CANDIDATE
+
+
+def _distance_rows(me: ModelEvaluation) -> list[plots.Interval]:
     rows = []
-    for c in md["comparisons"]:
-        if c["kind"] != "A/B":
+    for label, d in me.distances.items():
+        if d.l1 is None:
             continue
-        for suite, r in c["l3"].items():
-            floor = abs(aa["l3"][suite]["delta"]) if aa and suite in aa["l3"] else None
-            rows.append(plots.Row(f"{c['b']} {suite}", r["delta"], r["delta_low"], r["delta_high"], floor))
+        sums = [c.abs_dlogprob for c in d.l1.clusters]
+        positions = [[c.positions for c in d.l1.clusters]]
+        ci = cluster_ratio_ci(sums, positions)  # mean per position, clusters resampled
+        floor = 1e-12  # a log axis cannot show an exact zero
+        rows.append(
+            plots.Interval(
+                label, max(ci.estimate, floor), max(ci.low, floor), max(ci.high, floor), _color(me, label)
+            )
+        )
     return rows
 
 
-def _hists(md: dict[str, Any], level: str, key: str) -> list[tuple[list[float], dict[str, list[float]]]]:
-    """Histograms of one metric across comparisons, grouped by bin edges (only same bins overlay)."""
-    groups: dict[tuple[float, ...], dict[str, list[float]]] = {}
-    for c in md["comparisons"]:
-        h = (c.get(level) or {}).get(key)
-        if h:
-            groups.setdefault(tuple(h["edges"]), {})[f"{c['kind']} {c['b']}"] = h["counts"]
-    return [(list(edges), series) for edges, series in groups.items()]
+def _ratio_rows(me: ModelEvaluation) -> list[plots.Interval]:
+    rows = []
+    for label, c in me.closeness.items():
+        r = c.metric(PRIMARY).ratio
+        rows.append(plots.Interval(label, r.estimate, r.low, r.high, _color(me, label)))
+    return rows
 
 
-def _acceptance_series(md: dict[str, Any]) -> dict[str, list[float]]:
+def _forest_rows(me: ModelEvaluation) -> list[plots.Interval]:
+    return [
+        plots.Interval(
+            f"{c.b} {suite}",
+            r.delta,
+            r.delta_low,
+            r.delta_high,
+            plots.AA if c.kind is Kind.AA else plots.CANDIDATE,
+        )
+        for c in me.comparisons
+        if c.kind is not Kind.REF
+        for suite, r in c.l3.items()
+    ]
+
+
+def _kl_histograms(me: ModelEvaluation) -> tuple[list[float], dict[str, list[int]]] | None:
+    series, edges = {}, None
+    for label, d in me.distances.items():
+        if d.l1 is not None:
+            h = d.l1.summary.kl_histogram
+            edges = list(h.edges)
+            series[label] = list(h.counts)
+    return (edges, series) if edges else None
+
+
+def _acceptance_series(me: ModelEvaluation) -> dict[str, list[float]]:
     series: dict[str, list[float]] = {}
-    for c in md["comparisons"]:
-        for suite, acc in c["acceptance"].items():
-            series.setdefault(f"{c['a']} {suite}", list(acc["a"]["per_position_rate"]))
-            series[f"{c['kind']} {c['b']} {suite}"] = list(acc["b"]["per_position_rate"])
+    for c in me.comparisons:
+        if c.kind is Kind.REF:
+            for suite, acc in c.acceptance.items():
+                series.setdefault(f"{c.a} {suite}", list(acc.a.per_position_rate))
+                series[f"{c.b} {suite}"] = list(acc.b.per_position_rate)
     return series
 
 
-def figures(md: dict[str, Any]) -> list[str]:
-    out = [plots.forest(_forest_rows(md), "L3: Δ accuracy (B − A) with 95% CI; grey band = |A/A Δ|")]
-    for edges, series in _hists(md, "l1", "kl_histogram"):
-        out.append(plots.bars(edges, series, "L1: per-token KL(A‖B), log10 bins", "KL"))
-    for edges, series in _hists(md, "l2", "first_divergence_histogram"):
-        out.append(plots.bars(edges, series, "L2: first divergence position", "generated token index"))
-    out.append(plots.lines(_acceptance_series(md), "eagle3: acceptance rate per draft position", "position"))
-    return [f for f in out if f]
+def figures(me: ModelEvaluation, policy: Policy) -> list[str]:
+    out = [
+        plots.intervals(
+            _distance_rows(me),
+            "L1: mean |Δlogprob| per token against the reference, 95% CI (blue: anchors)",
+            "nats per token (log scale)",
+            log=True,
+        ),
+        plots.intervals(
+            _ratio_rows(me),
+            "L1: distance relative to the farthest anchor, 95% CI",
+            "ratio (1 = as close as the anchors)",
+            log=True,
+            lines=[(1.0, "anchors"), (1.0 + policy.l1.margins.get(PRIMARY, 0.0), "limit")],
+        ),
+        plots.intervals(
+            _forest_rows(me),
+            "L3: Δ accuracy against the baseline, 95% CI",
+            "Δ accuracy (B − A)",
+            lines=[(0.0, "0")],
+        ),
+    ]
+    kl = _kl_histograms(me)
+    if kl:
+        edges, series = kl
+        note = f"every per-token KL against the reference is below {edges[0]:.0e} (exact agreement)"
+        out.append(
+            plots.histograms(edges, series, "L1: per-token KL(reference ‖ arm)", "KL (nats, log scale)", note)
+        )
+    out.append(plots.per_position(_acceptance_series(me), "eagle3: acceptance rate per draft position"))
+    return out
+
+
+# ----------------------------------------------------------------------------- render
 
 
 def _env() -> Environment:
@@ -84,35 +206,37 @@ def _env() -> Environment:
     return env
 
 
-def render(diff: dict[str, Any], checks: list[Check], out_dir: Path) -> dict[str, Path]:
-    """Write report.md, report.json and report.html into out_dir; returns their paths."""
+def render(ev: RunEvaluation, checks: list[Check], policy: Policy, run_dir: Path) -> dict[str, Path]:
+    """Write report.md, report.json, report.html and gate-junit.xml into the run directory."""
+    store = RunStore(run_dir)
+    verdicts = arm_verdicts(ev, checks)
     ctx = {
-        "diff": diff,
+        "ev": ev,
         "checks": checks,
-        "verdict": verdict_line(diff, checks),
+        "verdict": verdict_line(ev, checks),
         "passed": passed(checks),
+        "reference": reference_name(ev),
+        "verdicts": verdicts,
         "lcb_note": PUBLIC_TESTS_NOTE,
-        "has_lcb": _has_suite(diff, "livecodebench"),
+        "has_lcb": any("livecodebench" in c.l3 for me in ev.models.values() for c in me.comparisons),
+        "Role": Role,
+        "Kind": Kind,
     }
     env = _env()
     md = env.get_template("report.md.j2").render(**ctx)
     html = env.get_template("report.html.j2").render(
-        **ctx, figures={m: figures(d) for m, d in diff["models"].items()}, markdown=md
+        **ctx, figures={m: figures(me, policy) for m, me in ev.models.items()}, markdown=md
     )
-    paths = {"md": out_dir / "report.md", "json": out_dir / "report.json", "html": out_dir / "report.html"}
-    paths["md"].write_text(md)
-    paths["html"].write_text(html)
-    write_json(
-        paths["json"],
-        {
-            "verdict": ctx["verdict"],
-            "passed": ctx["passed"],
-            "checks": [c.__dict__ for c in checks],
-            "diff": diff,
-        },
-    )
-    return paths
-
-
-def _has_suite(diff: dict[str, Any], suite: str) -> bool:
-    return any(suite in c["l3"] for md in diff["models"].values() for c in md["comparisons"])
+    doc = {
+        "verdict": ctx["verdict"],
+        "passed": ctx["passed"],
+        "paths": [asdict(v) | {"line": v.line(ctx["reference"])} for v in verdicts],
+        "checks": [asdict(c) for c in checks],
+        "evaluation": json.loads(EVALUATION_TYPE.dump_json(ev)),
+    }
+    return {
+        "md": store.write_document(REPORTS["md"], md),
+        "html": store.write_document(REPORTS["html"], html),
+        "json": store.write_document(REPORTS["json"], json.dumps(doc, indent=1)),
+        "junit": store.write_document(REPORTS["junit"], junit_xml(checks)),
+    }

@@ -1,10 +1,14 @@
-"""`rope-eval run`: serve each path, send it the identical workload, store every sample.
+"""`rope-eval run`: serve each arm, send it the identical workload, store every sample.
 
-Per model, the baseline path runs first: its generations (and, in A/A profiles, a second
-pass on the same server) and its teacher-forced L1 scoring of its own sequences. Each other
-path then gets the same generations and teacher-forces the *baseline's* sequences, so L1
-compares both paths on identical token streams. Samples are appended as they arrive; a
-rerun with `--resume` skips what is stored and continues.
+Per model the arms run in this order:
+1. the **reference** (RoPE in float64, or the model in fp32): its generations, then teacher-forced
+   scoring of its own sequences. These sequences are the L1 workload of every other arm.
+2. the **baseline** (the first configured path), then its **A/A** repeats (a fresh server each, the
+   requests in a shuffled order, so the floor includes batch-composition noise), then every other path.
+   Each sends the same generations and teacher-forces the reference's sequences.
+Before the first server starts, everything that can be checked is (`preflight`). Samples are appended as
+they arrive; `--resume` skips what is stored. Each server gets a fresh counts directory, and the arm's
+proof of which RoPE implementation ran is recorded in its arm.json.
 """
 
 from __future__ import annotations
@@ -12,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
+import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,12 +27,14 @@ from tqdm.auto import tqdm
 from eval_harness import provenance
 from eval_harness.config import ModelEntry, Profile, RunConfig
 from eval_harness.engine.client import Client, Result
-from eval_harness.engine.metrics import SpecDecodeCounters, scrape
+from eval_harness.engine.metrics import scrape
 from eval_harness.engine.server import ServerSpec, VllmServer
+from eval_harness.errors import PathNotVerified
 from eval_harness.model_source import resolve_model
-from eval_harness.paths import PathSpec, parse_path
-from eval_harness.proof import read_counts, total_counts
-from eval_harness.store import ArmStore, Sample, read_json, write_json
+from eval_harness.paths import PathSpec, load_custom, parse_path
+from eval_harness.proof import Verification, read_counts, verify, verify_instances
+from eval_harness.records import AcceptanceBatch, ArmMeta, ModelMeta, Role, RunManifest, Sample, Score
+from eval_harness.store import ArmStore, RunStore, fingerprint, normalized
 from eval_harness.suites import DataSource, Item, ModelOutput, get_suite
 from eval_harness.workload import Work, draft_probe_work, l1_work, load_items, probe_work, suite_work
 
@@ -43,28 +50,51 @@ class RunOptions:
     source: DataSource
     resume: bool = False
     endpoints: dict[str, list[str]] = field(default_factory=dict)  # path -> URLs (attach mode)
+    counts_dirs: dict[str, Path] = field(default_factory=dict)  # path -> counts dir of attached servers
     batch_size: int = 32  # requests between metrics scrapes (per-batch acceptance deltas)
     models_dir: Path | None = None
+    parallel_servers: int = 1  # managed servers at once after the reference (a GPU holds several)
 
 
-@dataclass
-class Endpoint:
-    """Where an arm's requests go, and whether its path can be verified from call counts."""
+@dataclass(frozen=True)
+class ArmPlan:
+    """One arm: which path it serves, in which role, with which extra vLLM arguments."""
 
-    urls: list[str]
-    counts_dir: Path | None
-    server: VllmServer | None = None
-
-
-def arm_dirname(label: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.~-]+", "-", label)
+    label: str
+    path: str
+    role: Role
+    shuffle_seed: int | None = None
+    extra_args: tuple[str, ...] = ()
 
 
-def _to_pairs(d: dict[int, float] | None) -> list[list[float]] | None:
-    return None if d is None else [[k, v] for k, v in d.items()]
+def plan_arms(cfg: RunConfig, profile: Profile) -> list[ArmPlan]:
+    """The arms of one model, in the order they run."""
+    base = cfg.baseline
+    if cfg.reference == "fp32":
+        ref = ArmPlan("reference-fp32", base, Role.REFERENCE, extra_args=("--dtype", "float32"))
+    else:
+        ref = ArmPlan("reference", "reference", Role.REFERENCE)
+    n_aa = cfg.profile(profile).aa
+    aa = [
+        ArmPlan(base + AA_SUFFIX + (str(i + 1) if n_aa > 1 else ""), base, Role.AA, shuffle_seed=i + 1)
+        for i in range(n_aa)
+    ]
+    others = [ArmPlan(p, p, Role.CANDIDATE) for p in cfg.paths[1:]]
+    return [ref, ArmPlan(base, base, Role.BASELINE), *aa, *others]
+
+
+def shuffled(works: list[Work], seed: int | None) -> list[Work]:
+    if seed is None:
+        return works
+    out = list(works)
+    random.Random(seed).shuffle(out)
+    return out
 
 
 def to_sample(res: Result, work: Work, kind: str, batch: int | None) -> Sample:
+    def pairs(d: dict[int, float] | None) -> list[list[float]] | None:
+        return None if d is None else [[k, v] for k, v in d.items()]
+
     return Sample(
         key=res.key,
         kind=kind,
@@ -72,6 +102,7 @@ def to_sample(res: Result, work: Work, kind: str, batch: int | None) -> Sample:
         item_id=work.item_id,
         sample_idx=work.sample_idx,
         seed=work.request.sampling.seed,
+        temperature=work.request.sampling.temperature,
         prompt_hash=work.prompt_hash,
         text=res.text,
         reasoning=res.reasoning_content,
@@ -79,116 +110,99 @@ def to_sample(res: Result, work: Work, kind: str, batch: int | None) -> Sample:
         prompt_token_ids=res.prompt_token_ids,
         finish_reason=res.finish_reason,
         batch=batch,
-        top_logprobs=[_to_pairs(d) for d in res.top_logprobs] if res.top_logprobs else None,
-        prompt_logprobs=[_to_pairs(d) for d in res.prompt_logprobs] if res.prompt_logprobs else None,
+        top_logprobs=[pairs(d) for d in res.top_logprobs] if res.top_logprobs else None,
+        prompt_logprobs=[pairs(d) for d in res.prompt_logprobs] if res.prompt_logprobs else None,
     )
+
+
+# ----------------------------------------------------------------------------- one arm
+
+
+@dataclass
+class Endpoint:
+    """Where an arm's requests go; `server` is set when the harness manages it."""
+
+    urls: list[str]
+    server: VllmServer | None = None
+    counts_dir: Path | None = None  # attach mode: the operator's counts directory, if given
 
 
 class ArmRunner:
     """Runs one arm's workloads against one endpoint, appending to its store."""
 
-    def __init__(
-        self, opts: RunOptions, model: ModelEntry, label: str, endpoint: Endpoint, fingerprint_parts: dict
-    ):
+    def __init__(self, opts: RunOptions, model: ModelEntry, plan: ArmPlan, store: ArmStore, meta: ArmMeta):
         self.opts = opts
         self.model = model
-        self.label = label
-        self.endpoint = endpoint
-        self.dir = opts.out / model.name / arm_dirname(label)
-        self.store = ArmStore(self.dir, fingerprint_parts)
-        self.done = self.store.open(opts.resume)
-        self.acceptance_file = self.dir / "acceptance.jsonl"
+        self.plan = plan
+        self.store = store
+        self.meta = meta
+        self.done = store.open(meta, opts.resume)
 
-    def _clients(self) -> list[Client]:
-        alive = self.endpoint.server.check_alive if self.endpoint.server else None
+    def _clients(self, endpoint: Endpoint) -> list[Client]:
+        alive = endpoint.server.check_alive if endpoint.server else None
         conc = self.opts.config.profile(self.opts.profile).concurrency
-        return [Client(u, self.model.name, concurrency=conc, alive=alive) for u in self.endpoint.urls]
-
-    @staticmethod
-    async def _send(clients: list[Client], works: list[Work], store, desc: str) -> None:
-        """Shard across replicas (DP endpoints of one path) round-robin; one replica is the usual case."""
-        shards = [[w.request for w in works[i :: len(clients)]] for i in range(len(clients))]
-        await asyncio.gather(
-            *(
-                c.run(sh, store, desc=desc, progress=False)
-                for c, sh in zip(clients, shards, strict=True)
-                if sh
-            )
-        )
+        return [Client(u, self.model.name, concurrency=conc, alive=alive) for u in endpoint.urls]
 
     async def run_work(
-        self, works: list[Work], kind: str, desc: str, spec_decode: bool, batch_size: int | None = None
+        self, endpoint: Endpoint, works: list[Work], kind: str, desc: str, spec_decode: bool, size: int
     ) -> None:
         """Send the works not yet stored, batch by batch, recording acceptance deltas per batch."""
-        size = batch_size or self.opts.batch_size
-        todo_total = sum(w.request.key not in self.done for w in works)
-        if not todo_total:
+        works = shuffled(works, self.plan.shuffle_seed)
+        todo = sum(w.request.key not in self.done for w in works)
+        if not todo:
             return
         bar = tqdm(
             total=len(works),
-            initial=len(works) - todo_total,
-            desc=f"{self.model.name} {self.label} {desc}",
+            initial=len(works) - todo,
+            desc=f"{self.model.name} {self.plan.label} {desc}",
             unit="req",
             dynamic_ncols=True,
         )
         by_key = {w.request.key: w for w in works}
-        clients = self._clients()
+        clients = self._clients(endpoint)
         try:
             for b in range(0, len(works), size):
                 chunk = [w for w in works[b : b + size] if w.request.key not in self.done]
                 if not chunk:
                     continue
-                before = await self._scrape() if spec_decode else None
-                batch_no = b // size
+                batch = b // size
+                before = await self._scrape(endpoint) if spec_decode else None
 
-                def store(res: Result, batch_no: int = batch_no) -> None:
-                    sample = to_sample(res, by_key[res.key], kind, batch_no)
-                    self.store.append(sample)
+                def store(res: Result, batch: int = batch) -> None:
+                    sample = to_sample(res, by_key[res.key], kind, batch)
+                    self.store.append_sample(sample)
                     self.done[sample.key] = sample
                     bar.update()
 
-                await self._send(clients, chunk, store, desc)
+                # Shard across replicas (DP endpoints of one path) round-robin; one is the usual case.
+                shards = [[w.request for w in chunk[i :: len(clients)]] for i in range(len(clients))]
+                await asyncio.gather(
+                    *(
+                        c.run(sh, store, desc=desc, progress=False)
+                        for c, sh in zip(clients, shards, strict=True)
+                    )
+                )
                 if before is not None:
-                    after = await self._scrape()
-                    self._record_acceptance(desc, batch_no, after - before, len(chunk))
+                    delta = await self._scrape(endpoint) - before
+                    self.store.append_acceptance(
+                        AcceptanceBatch(suite=desc, batch=batch, requests=len(chunk), counters=delta)
+                    )
         finally:
             bar.close()
             for c in clients:
                 await c.__aexit__()
 
-    async def _scrape(self) -> SpecDecodeCounters:
-        counters = [await scrape(None, u) for u in self.endpoint.urls]
+    @staticmethod
+    async def _scrape(endpoint: Endpoint):
+        counters = [await scrape(u) for u in endpoint.urls]
         total = counters[0]
         for c in counters[1:]:
-            total = SpecDecodeCounters(
-                total.drafts + c.drafts,
-                total.draft_tokens + c.draft_tokens,
-                total.accepted + c.accepted,
-                tuple(a + b for a, b in zip(total.accepted_per_pos, c.accepted_per_pos, strict=False)),
-            )
+            total = total + c
         return total
-
-    def _record_acceptance(self, suite: str, batch: int, delta: SpecDecodeCounters, n: int) -> None:
-        rec = {
-            "suite": suite,
-            "batch": batch,
-            "requests": n,
-            "drafts": delta.drafts,
-            "draft_tokens": delta.draft_tokens,
-            "accepted": delta.accepted,
-            "accepted_per_pos": list(delta.accepted_per_pos),
-        }
-        with self.acceptance_file.open("a") as f:
-            f.write(json.dumps(rec) + "\n")
 
     def score(self, items: dict[str, list[Item]]) -> None:
         """Score stored generations that have no verdict yet (LCB through the sandbox pool)."""
-        scores_file = self.dir / "scores.jsonl"
-        scored = set()
-        if scores_file.exists():
-            scored = {
-                json.loads(line)["key"] for line in scores_file.read_text().splitlines() if line.strip()
-            }
+        scored = self.store.scores()
         for name, suite_items in items.items():
             by_id = {it.id: it for it in suite_items}
             pending = [
@@ -196,85 +210,115 @@ class ArmRunner:
             ]
             if not pending:
                 continue
-            suite = get_suite(name)
             outputs = [ModelOutput(s.text, s.reasoning, s.finish_reason) for s in pending]
-            verdicts = suite.score_many(
+            verdicts = get_suite(name).score_many(
                 [(by_id[s.item_id], o) for s, o in zip(pending, outputs, strict=True)]
             )
-            with scores_file.open("a") as f:
-                for s, v in zip(pending, verdicts, strict=True):
-                    f.write(
-                        json.dumps(
-                            {
-                                "key": s.key,
-                                "suite": name,
-                                "item_id": s.item_id,
-                                "sample_idx": s.sample_idx,
-                                "correct": v.correct,
-                                "extracted": v.extracted,
-                                "reason": v.reason,
-                                "finish_reason": s.finish_reason,
-                            }
-                        )
-                        + "\n"
+            self.store.append_scores(
+                [
+                    Score(
+                        key=s.key,
+                        suite=name,
+                        item_id=s.item_id or s.key,
+                        sample_idx=s.sample_idx,
+                        correct=float(v.correct),
+                        extracted=v.extracted,
+                        reason=v.reason,
+                        finish_reason=s.finish_reason,
                     )
+                    for s, v in zip(pending, verdicts, strict=True)
+                ]
+            )
 
 
-def _fingerprint(opts: RunOptions, model: ModelEntry, path: str, hashes: dict[str, str]) -> dict:
+# ----------------------------------------------------------------------------- one model
+
+
+def _fingerprint_parts(opts: RunOptions, model: ModelEntry, plan: ArmPlan, hashes: dict[str, str]) -> dict:
     cfg = opts.config
-    return {
-        "model": model.model_dump(),
-        "path": path,
-        "serve_args": cfg.serve_args,
-        "suites": {k: v.model_dump() for k, v in cfg.suites.items() if k in hashes},
-        "l1": cfg.l1.model_dump(),
-        "data": hashes,
-        "profile": opts.profile,
-        "seed": cfg.seed,
-        "versions": provenance.versions(),
-    }
+    return normalized(
+        {
+            "model": model.model_dump(),
+            "path": plan.path,
+            "role": plan.role.value,
+            "shuffle_seed": plan.shuffle_seed,
+            "serve_args": [*cfg.serve_args, *plan.extra_args],
+            "suites": {k: v.model_dump() for k, v in cfg.suites.items() if k in hashes},
+            "l1": cfg.l1.model_dump(),
+            "data": hashes,
+            "profile": opts.profile,
+            "seed": cfg.seed,
+            "versions": provenance.versions(),
+        }
+    )
+
+
+def model_serve_args(
+    cfg: RunConfig, model: ModelEntry, draft_path: str | None, extra_args: tuple[str, ...] = ()
+) -> list[str]:
+    """The vLLM arguments of one model's arm, besides --model/--host/--port: the config's serve args, the
+    name the harness requests, and the eagle3 draft. Managed and attached servers both use these."""
+    args = [*cfg.serve_args, *model.serve_args, *extra_args, "--served-model-name", model.name]
+    if model.draft is not None and draft_path is not None:
+        spec = {
+            "method": model.draft.method,
+            "model": draft_path,
+            "num_speculative_tokens": model.draft.num_speculative_tokens,
+        }
+        args += ["--speculative-config", json.dumps(spec)]
+    return args
 
 
 def server_spec(
-    opts: RunOptions, model: ModelEntry, path: PathSpec, model_path: str, draft_path: str | None
+    opts: RunOptions,
+    model: ModelEntry,
+    path: PathSpec,
+    model_path: str,
+    draft_path: str | None,
+    store: ArmStore,
+    extra_args: tuple[str, ...] = (),
 ) -> ServerSpec:
-    args = [*opts.config.serve_args, *model.serve_args, "--served-model-name", model.name]
-    if model.draft is not None and draft_path is not None:
-        args += [
-            "--speculative-config",
-            json.dumps(
-                {
-                    "method": model.draft.method,
-                    "model": draft_path,
-                    "num_speculative_tokens": model.draft.num_speculative_tokens,
-                }
-            ),
-        ]
     from eval_harness.setup_platform import detect_platform
 
     return ServerSpec(
         model=model_path,
         path=path,
-        run_dir=opts.out / model.name,
-        label=arm_dirname(path.name),
-        serve_args=args,
+        log_file=store.server_log,
+        counts_dir=store.counts_dir,
+        serve_args=model_serve_args(opts.config, model, draft_path, extra_args),
         startup_timeout=opts.config.startup_timeout,
         cpu=detect_platform() == "cpu",
     )
 
 
-class ModelRun:
-    """All arms of one model: baseline (+ A/A), then every other path."""
+def attach_key(plan: ArmPlan, endpoints: dict[str, list[str]]) -> str | None:
+    """The `--endpoint` entry an arm attaches to: its label (`reference`, `native~aa`) or its path. The
+    reference never borrows its path's endpoint: an fp32 oracle runs the baseline's path in another dtype."""
+    if plan.label in endpoints:
+        return plan.label
+    if plan.role is not Role.REFERENCE and plan.path in endpoints:
+        return plan.path
+    return None
 
-    def __init__(self, opts: RunOptions, model: ModelEntry):
+
+def _verify_attached(path: str, counts_dir: Path | None) -> Verification:
+    return verify(path, read_counts(counts_dir) if counts_dir is not None else None)
+
+
+class ModelRun:
+    """All arms of one model."""
+
+    def __init__(self, opts: RunOptions, model: ModelEntry, items: dict[str, list[Item]], hashes: dict):
         self.opts = opts
         self.model = model
-        self.items, self.hashes = load_items(opts.config, model, opts.profile, opts.source)
+        self.items, self.hashes = items, hashes
         cfg = opts.config
-        self.gen: list[Work] = [w for n, its in self.items.items() for w in suite_work(cfg, n, its)]
+        self.gen: list[Work] = [w for n, its in items.items() for w in suite_work(cfg, n, its)]
         if not self.gen:
             self.gen = probe_work(cfg, model, opts.profile)
-        self.arms: dict[str, dict] = {}
+        self.run_store = RunStore(opts.out)
+        self.model_path = ""
+        self.draft_path: str | None = None
 
     def _suite_groups(self) -> dict[str, list[Work]]:
         groups: dict[str, list[Work]] = {}
@@ -282,140 +326,172 @@ class ModelRun:
             groups.setdefault(w.suite, []).append(w)
         return groups
 
-    async def _run_arm(
-        self,
-        label: str,
-        path: str,
-        endpoint: Endpoint,
-        baseline: dict[str, Sample] | None,
-        draft_probe: list[Work],
-    ) -> ArmRunner:
-        arm = ArmRunner(
-            self.opts, self.model, label, endpoint, _fingerprint(self.opts, self.model, label, self.hashes)
+    def _endpoint(self, plan: ArmPlan, store: ArmStore) -> Endpoint:
+        key = attach_key(plan, self.opts.endpoints)
+        if key is not None:
+            return Endpoint(list(self.opts.endpoints[key]), None, self.opts.counts_dirs.get(key))
+        spec = server_spec(
+            self.opts,
+            self.model,
+            parse_path(plan.path),
+            self.model_path,
+            self.draft_path,
+            store,
+            plan.extra_args,
         )
-        spec = self.model.draft is not None
-        for suite, works in self._suite_groups().items():
-            await arm.run_work(works, "gen", suite, spec_decode=spec)
-        if draft_probe:  # small batches: per-batch acceptance deltas give the CI
-            await arm.run_work(draft_probe, "gen", draft_probe[0].suite, spec_decode=True, batch_size=4)
-        await asyncio.to_thread(arm.score, self.items)
-        seqs = list((baseline if baseline is not None else arm.done).values())
-        await arm.run_work(l1_work(self.opts.config, self.opts.profile, seqs), "l1", "L1", spec_decode=False)
-        self.arms[label] = {
-            "path": path,
-            "urls": endpoint.urls,
-            "dir": str(arm.dir.relative_to(self.opts.out)),
-        }
-        return arm
+        spec.counts_dir = store.new_counts_dir(spec.instance)
+        return Endpoint([], VllmServer(spec))
 
-    def _endpoint(self, path: str, model_path: str, draft_path: str | None) -> Endpoint:
-        if path in self.opts.endpoints:
-            return Endpoint(self.opts.endpoints[path], None)
-        spec = server_spec(self.opts, self.model, parse_path(path), model_path, draft_path)
-        return Endpoint([], spec.counts_dir, VllmServer(spec))
-
-    async def run(self) -> dict:
-        cfg = self.opts.config
-        model_path = resolve_model(self.model.path, self.opts.models_dir)
-        draft_path = resolve_model(self.model.draft.path, self.opts.models_dir) if self.model.draft else None
-        probe = draft_probe_work(draft_path, cfg)
-        base_arm = await self._run_path(cfg.baseline, model_path, draft_path, probe, None)
-        others = [p for p in cfg.paths if p != cfg.baseline]
-        if all(p in self.opts.endpoints for p in others):
-            # Attached endpoints are separate servers: run the paths side by side.
-            await asyncio.gather(
-                *(self._run_path(p, model_path, draft_path, probe, base_arm) for p in others)
-            )
-        else:
-            # Managed servers share this machine: one at a time.
-            for p in others:
-                await self._run_path(p, model_path, draft_path, probe, base_arm)
-        return {
-            "model_path": model_path,
-            "draft_path": draft_path,
-            "data_hashes": self.hashes,
-            "arms": self.arms,
-        }
-
-    async def _run_path(
-        self,
-        path: str,
-        model_path: str,
-        draft_path: str | None,
-        probe: list[Work],
-        base_arm: ArmRunner | None,
+    async def run_arm(
+        self, plan: ArmPlan, reference: dict[str, Sample] | None, probe: list[Work]
     ) -> ArmRunner:
-        """Serve (or attach to) one path and run its arms; the baseline also runs its A/A repeat."""
-        endpoint = self._endpoint(path, model_path, draft_path)
+        """Serve (or attach to) one arm, run its workloads, and record which RoPE implementation ran."""
+        store = self.run_store.arm(self.model.name, plan.label)
+        parts = _fingerprint_parts(self.opts, self.model, plan, self.hashes)
+        meta = ArmMeta(
+            label=plan.label,
+            path=plan.path,
+            role=plan.role,
+            fingerprint=fingerprint(parts),
+            parts=parts,
+            shuffle_seed=plan.shuffle_seed,
+        )
+        arm = ArmRunner(self.opts, self.model, plan, store, meta)
+        endpoint = self._endpoint(plan, store)
         t0 = time.monotonic()
         if endpoint.server is not None:
             await asyncio.to_thread(endpoint.server.start)
             endpoint.urls = [endpoint.server.url]
         try:
-            baseline = base_arm.done if base_arm else None
-            arm = await self._run_arm(path, path, endpoint, baseline, probe)
-            if base_arm is None and self.opts.config.profile(self.opts.profile).aa:
-                await self._run_arm(path + AA_SUFFIX, path, endpoint, arm.done, probe)
+            await self._workloads(arm, endpoint, reference, probe)
         finally:
             if endpoint.server is not None:
                 await asyncio.to_thread(endpoint.server.stop)
-        self._record_counts(path, endpoint, time.monotonic() - t0)
+        if endpoint.server is not None:
+            verification = verify_instances(plan.path, store.counts())
+        else:
+            verification = _verify_attached(plan.path, endpoint.counts_dir)
+        store.write_meta(
+            meta.model_copy(
+                update={
+                    "urls": endpoint.urls,
+                    "seconds": round(time.monotonic() - t0, 1),
+                    "verification": verification,
+                }
+            )
+        )
         return arm
 
-    def _record_counts(self, path: str, endpoint: Endpoint, seconds: float) -> None:
-        counts = total_counts(read_counts(endpoint.counts_dir)) if endpoint.counts_dir else None
-        for arm in self.arms.values():
-            if arm["path"] == path:
-                arm["seconds"] = round(seconds, 1)
-                arm["counts"] = counts
-                arm["verified"] = verify_counts(path, counts)
+    async def _workloads(
+        self, arm: ArmRunner, endpoint: Endpoint, reference: dict[str, Sample] | None, probe: list[Work]
+    ) -> None:
+        spec = self.model.draft is not None
+        for suite, works in self._suite_groups().items():
+            await arm.run_work(endpoint, works, "gen", suite, spec, self.opts.batch_size)
+        if probe:  # small batches: per-batch acceptance deltas give the CI
+            await arm.run_work(endpoint, probe, "gen", probe[0].suite, True, 4)
+        await asyncio.to_thread(arm.score, self.items)
+        seqs = list((reference if reference is not None else arm.done).values())
+        l1 = l1_work(self.opts.config, self.opts.profile, seqs)
+        await arm.run_work(endpoint, l1, "l1", "L1", False, self.opts.batch_size)
+
+    async def run(self) -> ModelMeta:
+        cfg = self.opts.config
+        self.model_path = resolve_model(self.model.path, self.opts.models_dir)
+        self.draft_path = (
+            resolve_model(self.model.draft.path, self.opts.models_dir) if self.model.draft else None
+        )
+        probe = draft_probe_work(self.draft_path, cfg)
+        plans = plan_arms(cfg, self.opts.profile)
+        ref = await self.run_arm(plans[0], None, probe)
+        rest = plans[1:]
+        attached = all(attach_key(p, self.opts.endpoints) is not None for p in rest)
+        # Attached endpoints are separate servers, and a GPU can hold several small ones: side by side.
+        limit = asyncio.Semaphore(len(rest) if attached else max(1, self.opts.parallel_servers))
+
+        async def one(plan: ArmPlan) -> None:
+            async with limit:
+                await self.run_arm(plan, ref.done, probe)
+
+        await asyncio.gather(*(one(p) for p in rest))
+        return ModelMeta(
+            model_path=self.model_path,
+            draft_path=self.draft_path,
+            data_hashes=self.hashes,
+            arms=[p.label for p in plans],
+        )
 
 
-def verify_counts(path: str, counts: dict[str, int] | None) -> str:
-    """`verified` only when the requested implementation ran, and nothing else did."""
-    if counts is None:
-        return "unverified: attach mode, no call counts"
-    if counts.get(path, 0) <= 0:
-        return f"FAILED: requested path {path} never ran (counts {counts})"
-    others = {k: v for k, v in counts.items() if k != path and v}
-    if others:
-        return f"FAILED: other implementations ran too ({others})"
-    return "verified"
+# ----------------------------------------------------------------------------- preflight, the run
 
 
-class PathNotVerified(RuntimeError):
-    pass
+@dataclass(frozen=True)
+class Prepared:
+    """What preflight established: each model's items and data hashes."""
+
+    items: dict[str, dict[str, list[Item]]]
+    hashes: dict[str, dict[str, str]]
 
 
-async def run(opts: RunOptions) -> Path:
-    opts.out.mkdir(parents=True, exist_ok=True)
-    manifest_file = opts.out / "manifest.json"
-    manifest = read_json(manifest_file) if opts.resume and manifest_file.exists() else {}
-    manifest.update(
-        {
-            "name": opts.config.name,
-            "profile": opts.profile,
-            "baseline": opts.config.baseline,
-            "paths": opts.config.paths,
-            "config": opts.config.model_dump(mode="json"),
-            "data_source": str(opts.source),
-            "provenance": provenance.collect(),
-            "started": manifest.get("started", time.strftime("%Y-%m-%dT%H:%M:%S%z")),
-        }
+def preflight(opts: RunOptions) -> Prepared:
+    """Every check that can be made before a server starts: a bad `custom:` target, a missing model or
+    missing data fails in seconds, not after the first arm has been served in full."""
+    cfg = opts.config
+    for p in cfg.paths:
+        spec = parse_path(p)
+        if spec.kind == "custom":
+            load_custom(spec)
+    for m in cfg.models:
+        resolve_model(m.path, opts.models_dir)
+        if m.draft is not None:
+            resolve_model(m.draft.path, opts.models_dir)
+    items, hashes = {}, {}
+    for m in cfg.models:
+        items[m.name], hashes[m.name] = load_items(cfg, m, opts.profile, opts.source)
+    return Prepared(items, hashes)
+
+
+def _manifest(opts: RunOptions, store: RunStore) -> RunManifest:
+    old = store.read_manifest() if opts.resume and store.exists() else None
+    cfg = opts.config
+    return RunManifest(
+        name=cfg.name,
+        profile=opts.profile,
+        baseline=cfg.baseline,
+        reference=plan_arms(cfg, opts.profile)[0].label,
+        paths=cfg.paths,
+        config=cfg.model_dump(mode="json"),
+        data_source=str(opts.source),
+        provenance=provenance.collect(),
+        started=old.started if old else time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        models=old.models if old else {},
     )
-    manifest.setdefault("models", {})
-    write_json(manifest_file, manifest)
+
+
+async def run(opts: RunOptions, on_model: Callable[[str], None] | None = None) -> Path:
+    prepared = preflight(opts)
+    store = RunStore(opts.out)
+    manifest = _manifest(opts, store)
+    store.write_manifest(manifest)
     for model in opts.config.models:
-        manifest["models"][model.name] = await ModelRun(opts, model).run()
-        write_json(manifest_file, manifest)
-    manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    write_json(manifest_file, manifest)
+        if on_model:
+            on_model(model.name)
+        mr = ModelRun(opts, model, prepared.items[model.name], prepared.hashes[model.name])
+        manifest.models[model.name] = await mr.run()
+        store.write_manifest(manifest)
+    manifest.finished = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    store.write_manifest(manifest)
     failed = [
-        f"{m}/{label}: {a['verified']}"
-        for m, mr in manifest["models"].items()
-        for label, a in mr["arms"].items()
-        if a["verified"].startswith("FAILED")
+        f"{name}/{label}: {meta.verification.detail}"
+        for name, mm in manifest.models.items()
+        for label in mm.arms
+        if (meta := store.arm(name, label).read_meta()).verification is not None and meta.verification.failed
     ]
     if failed:
         raise PathNotVerified("path-call counts do not show the requested path:\n  " + "\n  ".join(failed))
     return opts.out
+
+
+def with_paths(cfg: RunConfig, keep: list[str]) -> RunConfig:
+    """The config with only the baseline and `keep` among its paths (`run --path`)."""
+    return cfg.model_copy(update={"paths": [p for p in cfg.paths if p == cfg.baseline or p in keep]})

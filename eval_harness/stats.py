@@ -474,3 +474,80 @@ def mcnemar_pairs_needed(effect: float, discordance: float, alpha: float = 0.05,
     _z_power(alpha, power)
     z_a, z_b = float(st.norm.ppf(1 - alpha / 2)), float(st.norm.ppf(power))
     return math.ceil(_mcnemar_n(effect, discordance, z_a, z_b))
+
+
+# ----------------------------------------------------------------------------- distance to a reference
+
+# A ratio whose denominator is exactly zero (anchors identical to the reference) is reported as this cap,
+# not as infinity, so every figure stays a finite JSON number; 0/0 is 1 (both at exactly zero distance).
+RATIO_CAP = 1e9
+
+
+@dataclass(frozen=True)
+class RatioInterval(Result):
+    estimate: float
+    low: float
+    high: float
+    conf: float
+    n_clusters: int
+    n_boot: int
+
+
+def _ratio(num: FloatArray, den: FloatArray) -> FloatArray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.where(num > 0, RATIO_CAP, 1.0))
+    return np.minimum(r, RATIO_CAP)
+
+
+def _cluster_draws(n_clusters: int, n_boot: int, seed: int) -> NDArray[np.int64]:
+    """Resample counts per cluster [n_boot, C]: a multinomial draw is one bootstrap resample of clusters."""
+    rng = np.random.default_rng(seed)
+    return rng.multinomial(n_clusters, np.full(n_clusters, 1.0 / n_clusters), size=n_boot)
+
+
+def cluster_ratio_ci(
+    num: ArrayLike, dens: ArrayLike, n_boot: int = 2000, seed: int = 0, conf: float = 0.95
+) -> RatioInterval:
+    """Σ num / max_j Σ dens[j] over clusters, with a percentile CI from resampling clusters.
+
+    ``num`` is [C] (one arm's per-cluster totals, e.g. summed |Δlogprob| over a prompt's positions) and
+    ``dens`` [J, C] (each correct anchor's totals on the same clusters). Numerator and denominators share
+    every resample (paired), so what the prompts have in common cancels. The largest anchor total is the
+    denominator: a path passes when it is no farther from the reference than the farthest correct anchor.
+    """
+    _check_conf(conf)
+    x = np.asarray(num, dtype=np.float64)
+    d = np.atleast_2d(np.asarray(dens, dtype=np.float64))
+    if x.ndim != 1 or x.size == 0 or d.shape[1] != x.size:
+        raise ValueError(f"need [C] numerators and [J, C] denominators; got {x.shape} and {d.shape}")
+    point = float(_ratio(np.array([x.sum()]), np.array([d.sum(axis=1).max()]))[0])
+    w = _cluster_draws(x.size, n_boot, seed).astype(np.float64)
+    boot = _ratio(w @ x, (w @ d.T).max(axis=1))
+    lo, hi = np.quantile(boot, [0.5 - conf / 2, 0.5 + conf / 2])
+    return RatioInterval(point, float(lo), float(hi), conf, int(x.size), n_boot)
+
+
+def cluster_rate_diff_ci(
+    events: ArrayLike,
+    anchor_events: ArrayLike,
+    trials: ArrayLike,
+    n_boot: int = 2000,
+    seed: int = 0,
+    conf: float = 0.95,
+) -> Interval:
+    """Σ events / Σ trials - max_j Σ anchor_events[j] / Σ trials, clusters resampled together.
+
+    For rates over the same trials (e.g. prompts whose continuation forked at a confident position): the
+    arm's rate against the worst correct anchor's, paired by cluster."""
+    _check_conf(conf)
+    x = np.asarray(events, dtype=np.float64)
+    a = np.atleast_2d(np.asarray(anchor_events, dtype=np.float64))
+    n = np.asarray(trials, dtype=np.float64)
+    if x.shape != n.shape or a.shape[1] != x.size or x.size == 0 or n.sum() <= 0:
+        raise ValueError(f"need [C] events and trials and [J, C] anchor events; got {x.shape}, {a.shape}")
+    point = float(x.sum() / n.sum() - (a.sum(axis=1) / n.sum()).max())
+    w = _cluster_draws(x.size, n_boot, seed).astype(np.float64)
+    total = np.maximum(w @ n, 1e-300)
+    boot = (w @ x) / total - ((w @ a.T) / total[:, None]).max(axis=1)
+    lo, hi = np.quantile(boot, [0.5 - conf / 2, 0.5 + conf / 2])
+    return Interval(point, float(lo), float(hi), conf)

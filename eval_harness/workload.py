@@ -13,7 +13,8 @@ from pathlib import Path
 
 from eval_harness.config import ModelEntry, Profile, RunConfig, SuiteConfig
 from eval_harness.engine.client import Request, Sampling
-from eval_harness.store import Sample
+from eval_harness.engine.server import serve_arg
+from eval_harness.records import Sample
 from eval_harness.suites import DataSource, Item, data_hash, get_suite
 
 PROBE = "probe"  # unscored prompts for models that run no suite: feeds L1 and L2 only
@@ -78,17 +79,6 @@ def load_items(
         items[name] = get_suite(name).load(source, "test", limit)
         hashes[name] = data_hash(items[name])
     return items, hashes
-
-
-def serve_arg(args: list[str], flag: str) -> str | None:
-    """The value of `--flag V` or `--flag=V` in a vLLM argument list (last one wins, as in argparse)."""
-    value = None
-    for i, a in enumerate(args):
-        if a == flag and i + 1 < len(args):
-            value = args[i + 1]
-        elif a.startswith(flag + "="):
-            value = a.split("=", 1)[1]
-    return value
 
 
 def probe_work(cfg: RunConfig, model: ModelEntry, profile: Profile, max_tokens: int = 48) -> list[Work]:

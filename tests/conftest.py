@@ -67,8 +67,8 @@ def serve(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             spec = ServerSpec(
                 model=str(models_dir / model),
                 path=parse_path(path),
-                run_dir=run_dir,
-                label="srv",
+                log_file=run_dir / "server.log",
+                counts_dir=run_dir / "counts",
                 serve_args=[*args, "--served-model-name", model],
             )
             server = VllmServer(spec)

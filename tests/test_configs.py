@@ -19,8 +19,9 @@ import yaml
 from eval_harness import setup_platform
 from eval_harness.config import ConfigError, RunConfig, load_config
 from eval_harness.engine.server import ServerSpec, build_command, server_env
-from eval_harness.paths import ENV_COUNTS_DIR, ENV_PATH, parse_path
+from eval_harness.paths import ENV_COUNTS_DIR, ENV_INSTANCE, ENV_PATH, parse_path
 from eval_harness.runner import RunOptions, server_spec
+from eval_harness.store import RunStore
 from eval_harness.suites import DataSource
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +60,17 @@ def _commands(config: Path, tmp_path: Path) -> dict[str, list[str]]:
     (model,) = cfg.models
     draft = model.draft.path if model.draft else None
     return {
-        p: build_command(server_spec(_opts(cfg, tmp_path), model, parse_path(p), model.path, draft), 8000)
+        p: build_command(
+            server_spec(
+                _opts(cfg, tmp_path),
+                model,
+                parse_path(p),
+                model.path,
+                draft,
+                RunStore(tmp_path).arm(model.name, p),
+            ),
+            8000,
+        )
         for p in cfg.paths
     }
 
@@ -165,10 +176,13 @@ def test_vllm_parses_every_cluster_command(tmp_path: Path) -> None:
 @pytest.mark.parametrize("cpu", [True, False], ids=["cpu", "accelerator"])
 def test_server_env(path: str, cpu: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    spec = ServerSpec(model="m", path=parse_path(path), run_dir=tmp_path, label="arm", cpu=cpu)
+    spec = ServerSpec(
+        model="m", path=parse_path(path), log_file=tmp_path / "server.log", counts_dir=tmp_path / "c", cpu=cpu
+    )
     env = server_env(spec)
     assert env[ENV_PATH] == path
-    assert env[ENV_COUNTS_DIR] == str(tmp_path / "counts-arm")
+    assert env[ENV_COUNTS_DIR] == str(tmp_path / "c")
+    assert env[ENV_INSTANCE] == spec.instance and len(spec.instance) == 12
     assert env["HF_HUB_OFFLINE"] == "1"
     interpreted = cpu and spec.path.kind in ("triton", "custom")
     assert env.get("TRITON_INTERPRET") == ("1" if interpreted else None)
@@ -178,10 +192,11 @@ def test_server_env_from_a_cluster_config(tmp_path: Path) -> None:
     cfg = load_config(ROOT / "configs" / "qwen3-235b-a22b.yaml")
     (model,) = cfg.models
     for p in cfg.paths:
-        spec = server_spec(_opts(cfg, tmp_path), model, parse_path(p), model.path, model.draft.path)
+        arm = RunStore(tmp_path).arm(model.name, p)
+        spec = server_spec(_opts(cfg, tmp_path), model, parse_path(p), model.path, model.draft.path, arm)
         env = server_env(spec)
         assert env[ENV_PATH] == p
-        assert env[ENV_COUNTS_DIR] == str(tmp_path / model.name / f"counts-{p}")
+        assert env[ENV_COUNTS_DIR] == str(arm.counts_dir)
         assert spec.startup_timeout == 3600
 
 
@@ -340,6 +355,7 @@ def test_attach_command_matches_managed_command(tmp_path: Path) -> None:
     for flag in ("--model", "--host", "--port"):
         i = managed.index(flag)
         del managed[i : i + 2]
+    managed.remove("--disable-uvicorn-access-log")  # the harness's own log hygiene, not the model's
     assert tokens[5:-5] == managed
 
 
@@ -380,11 +396,14 @@ def test_nightly_workflow_example() -> None:
 
 
 def test_counts_dir_is_absolute_for_a_relative_run_dir() -> None:
-    """The server's cwd is the run dir: a relative counts dir would land inside it, unread, and
+    """The server's cwd is its arm directory: a relative counts dir would land inside it, unread, and
     every arm would fail verification (seen with `make eval`'s `--out runs`)."""
     from eval_harness.engine.server import ServerSpec, server_env
     from eval_harness.paths import ENV_COUNTS_DIR, parse_path
 
-    spec = ServerSpec(model="/m", path=parse_path("triton"), run_dir=Path("runs/x/model"), label="triton")
+    arm = RunStore(Path("runs/x")).arm("model", "triton")
+    spec = ServerSpec(
+        model="/m", path=parse_path("triton"), log_file=arm.server_log, counts_dir=arm.counts_dir
+    )
     counts = Path(server_env(spec)[ENV_COUNTS_DIR])
-    assert counts.is_absolute() and counts == (Path.cwd() / "runs/x/model/counts-triton")
+    assert counts.is_absolute() and counts == (Path.cwd() / "runs/x/model/triton/counts")

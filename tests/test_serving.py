@@ -104,9 +104,9 @@ def test_eagle3_draft_serves_with_triton_and_reports_spec_decode(serve, models_d
     server = serve("qwen3-tiny", "triton", draft=True)
     cfg = RunConfig(name="t", models=[{"name": "qwen3-tiny", "path": "x"}], paths=["native", "triton"])
     works = draft_probe_work(str(models_dir / "qwen3-tiny-eagle3"), cfg)[:6]
-    before = asyncio.run(scrape(None, server.url))
+    before = asyncio.run(scrape(server.url))
     generate(server.url, "qwen3-tiny", [w.request for w in works])
-    delta = asyncio.run(scrape(None, server.url)) - before
+    delta = asyncio.run(scrape(server.url)) - before
     assert delta.drafts > 0 and delta.draft_tokens == 3 * delta.drafts
     assert delta.accepted / delta.draft_tokens > 0.5, "the fitted draft should be accepted on its prompts"
     assert len(delta.accepted_per_pos) == 3
@@ -135,8 +135,8 @@ def _spec(tmp_path: Path, models_dir: Path, path: str = "native", **kw) -> Serve
     return ServerSpec(
         model=kw.pop("model", str(models_dir / "qwen3-tiny")),
         path=parse_path(path),
-        run_dir=tmp_path,
-        label="bad",
+        log_file=tmp_path / "server.log",
+        counts_dir=tmp_path / "counts",
         serve_args=[*args, "--served-model-name", "qwen3-tiny"],
         **kw,
     )

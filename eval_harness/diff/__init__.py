@@ -1,7 +1,7 @@
 """Pure diff math of path A vs path B at levels L1 (logprobs), L2 (greedy tokens), L3 (task
 accuracy) and eagle3 acceptance. No I/O: callers load the run store and pass plain data."""
 
-from eval_harness.diff.acceptance import AcceptanceDiff, BatchCounters, PathAcceptance, compare_acceptance
+from eval_harness.diff.acceptance import AcceptanceDiff, PathAcceptance, compare_acceptance
 from eval_harness.diff.logprob import (
     L1Summary,
     PositionLogprobs,
@@ -15,7 +15,6 @@ from eval_harness.diff.token import GreedyDiff, L2Summary, compare_greedy, summa
 
 __all__ = [
     "AcceptanceDiff",
-    "BatchCounters",
     "GreedyDiff",
     "L1Summary",
     "L2Summary",

@@ -15,47 +15,14 @@ whose drafts sum to zero are dropped; a path with no drafts at all gives None wi
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from eval_harness.records import SpecDecodeCounters
 from eval_harness.stats import Result
-
-_ALIASES = {
-    "num_drafts": ("num_drafts", "drafts"),
-    "num_draft_tokens": ("num_draft_tokens", "draft_tokens"),
-    "num_accepted_tokens": ("num_accepted_tokens", "accepted"),
-    "accepted_per_pos": ("accepted_per_pos", "num_accepted_tokens_per_pos"),
-}
-
-
-@dataclass(frozen=True)
-class BatchCounters:
-    """Spec-decode counter deltas of one batch."""
-
-    num_drafts: float
-    num_draft_tokens: float
-    num_accepted_tokens: float
-    accepted_per_pos: tuple[float, ...] = ()
-
-    @classmethod
-    def coerce(cls, obj: Any) -> BatchCounters:
-        """From a BatchCounters, a mapping or an object (e.g. the engine's SpecDecodeCounters),
-        accepting both ``num_drafts`` and ``drafts`` style names."""
-        if isinstance(obj, BatchCounters):
-            return obj
-        get = obj.get if isinstance(obj, Mapping) else lambda k, d=None: getattr(obj, k, d)
-        vals = {}
-        for name, keys in _ALIASES.items():
-            found = next((get(k) for k in keys if get(k) is not None), None)
-            if found is None and name != "accepted_per_pos":
-                raise ValueError(f"batch counters lack {name!r}")
-            vals[name] = found
-        per_pos = tuple(float(v) for v in (vals.pop("accepted_per_pos") or ()))
-        return cls(**{k: float(v) for k, v in vals.items()}, accepted_per_pos=per_pos)
 
 
 @dataclass(frozen=True)
@@ -93,17 +60,17 @@ class AcceptanceDiff(Result):
 class _Table:
     """Per-batch counters as arrays: drafts, draft_tokens, accepted [n]; per_pos [n, K]."""
 
-    def __init__(self, batches: Sequence[Any], width: int) -> None:
-        bs = [BatchCounters.coerce(x) for x in batches]
+    def __init__(self, batches: Sequence[SpecDecodeCounters], width: int) -> None:
+        bs = list(batches)
         for i, x in enumerate(bs):
-            vals = (x.num_drafts, x.num_draft_tokens, x.num_accepted_tokens, *x.accepted_per_pos)
+            vals = (x.drafts, x.draft_tokens, x.accepted, *x.accepted_per_pos)
             if any(v < 0 or not math.isfinite(v) for v in vals):
                 raise ValueError(f"batch {i}: counter deltas must be finite and >= 0")
-            if x.num_accepted_tokens > x.num_draft_tokens:
+            if x.accepted > x.draft_tokens:
                 raise ValueError(f"batch {i}: more accepted tokens than draft tokens")
-        self.drafts = np.asarray([x.num_drafts for x in bs], dtype=np.float64)
-        self.draft_tokens = np.asarray([x.num_draft_tokens for x in bs], dtype=np.float64)
-        self.accepted = np.asarray([x.num_accepted_tokens for x in bs], dtype=np.float64)
+        self.drafts = np.asarray([x.drafts for x in bs], dtype=np.float64)
+        self.draft_tokens = np.asarray([x.draft_tokens for x in bs], dtype=np.float64)
+        self.accepted = np.asarray([x.accepted for x in bs], dtype=np.float64)
         self.per_pos = np.zeros((len(bs), width), dtype=np.float64)
         for i, x in enumerate(bs):
             self.per_pos[i, : len(x.accepted_per_pos)] = x.accepted_per_pos
@@ -119,8 +86,8 @@ class _Table:
         return np.column_stack([length, rate, pos])
 
 
-def _width(*paths: Sequence[Any]) -> int:
-    return max((len(BatchCounters.coerce(x).accepted_per_pos) for p in paths for x in p), default=0)
+def _width(*paths: Sequence[SpecDecodeCounters]) -> int:
+    return max((len(x.accepted_per_pos) for p in paths for x in p), default=0)
 
 
 def _none(x: float) -> float | None:
@@ -159,15 +126,16 @@ def _delta_cis(point: NDArray, boot: NDArray, conf: float) -> list[DeltaCI]:
 
 
 def compare_acceptance(
-    batches_a: Sequence[Any],
-    batches_b: Sequence[Any],
+    batches_a: Sequence[SpecDecodeCounters],
+    batches_b: Sequence[SpecDecodeCounters],
     conf: float = 0.95,
     n_boot: int = 5_000,
     seed: int = 0,
     paired: bool | None = None,
 ) -> AcceptanceDiff:
     """Acceptance of both paths and Δ = B - A with bootstrap CIs over batches. ``paired=None``
-    pairs batches when both paths have the same number of them."""
+    pairs batches when both paths have the same number of them; an arm that sent its requests in another
+    order (A/A) must pass ``paired=False``: its batch i holds other requests than A's batch i."""
     if not batches_a or not batches_b:
         raise ValueError("each path needs at least one batch of counters")
     width = _width(batches_a, batches_b)

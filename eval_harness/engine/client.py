@@ -11,15 +11,13 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 from tqdm.auto import tqdm
 
-
-class EndpointError(RuntimeError):
-    """The endpoint kept failing after retries (dead server, bad request)."""
+from eval_harness.errors import EndpointError
 
 
 @dataclass(frozen=True)
@@ -58,7 +56,6 @@ class Result:
     top_logprobs: list[dict[int, float]] | None = None
     # per prompt position (first is None): {token_id: logprob}, incl. the actual token
     prompt_logprobs: list[dict[int, float] | None] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _body(model: str, req: Request) -> dict[str, Any]:

@@ -6,10 +6,10 @@ before (warm-up, other suites) does not leak into a suite's figures.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
+
+from eval_harness.records import SpecDecodeCounters
 
 _PREFIXES = ("vllm:", "vllm_")
 _NAMES = {
@@ -18,25 +18,6 @@ _NAMES = {
     "spec_decode_num_accepted_tokens": "accepted",
 }
 _PER_POS = "spec_decode_num_accepted_tokens_per_pos"
-
-
-@dataclass(frozen=True)
-class SpecDecodeCounters:
-    drafts: float = 0.0
-    draft_tokens: float = 0.0
-    accepted: float = 0.0
-    accepted_per_pos: tuple[float, ...] = field(default_factory=tuple)
-
-    def __sub__(self, other: SpecDecodeCounters) -> SpecDecodeCounters:
-        n = max(len(self.accepted_per_pos), len(other.accepted_per_pos))
-        a = self.accepted_per_pos + (0.0,) * (n - len(self.accepted_per_pos))
-        b = other.accepted_per_pos + (0.0,) * (n - len(other.accepted_per_pos))
-        return SpecDecodeCounters(
-            self.drafts - other.drafts,
-            self.draft_tokens - other.draft_tokens,
-            self.accepted - other.accepted,
-            tuple(x - y for x, y in zip(a, b, strict=False)),
-        )
 
 
 def _base_name(name: str) -> str | None:
@@ -62,14 +43,16 @@ def parse_spec_decode(text: str) -> SpecDecodeCounters:
                 pos = int(sample.labels["position"])
                 per_pos[pos] = per_pos.get(pos, 0.0) + sample.value
     ordered = tuple(per_pos.get(i, 0.0) for i in range(max(per_pos) + 1)) if per_pos else ()
-    return SpecDecodeCounters(totals["drafts"], totals["draft_tokens"], totals["accepted"], ordered)
+    return SpecDecodeCounters(
+        drafts=totals["drafts"],
+        draft_tokens=totals["draft_tokens"],
+        accepted=totals["accepted"],
+        accepted_per_pos=ordered,
+    )
 
 
-async def scrape(client: httpx.AsyncClient | None, base_url: str) -> SpecDecodeCounters:
-    if client is None:
-        async with httpx.AsyncClient(timeout=30.0) as c:
-            resp = await c.get(f"{base_url.rstrip('/')}/metrics")
-    else:
-        resp = await client.get(f"{base_url.rstrip('/')}/metrics")
+async def scrape(base_url: str) -> SpecDecodeCounters:
+    async with httpx.AsyncClient(timeout=30.0) as c:
+        resp = await c.get(f"{base_url.rstrip('/')}/metrics")
     resp.raise_for_status()
     return parse_spec_decode(resp.text)

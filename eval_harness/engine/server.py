@@ -14,12 +14,14 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
-from eval_harness.paths import ENV_COUNTS_DIR, ENV_PATH, PathSpec
+from eval_harness.errors import ServerError
+from eval_harness.paths import ENV_COUNTS_DIR, ENV_INSTANCE, ENV_PATH, PathSpec
 
 LOG_TAIL_LINES = 40
 ROOT_CAUSE_LINES = 8
@@ -27,28 +29,42 @@ ROOT_CAUSE_LINES = 8
 ERROR_LINE = re.compile(r"\b\w*(Error|Exception)\b: ")
 
 
-class ServerError(RuntimeError):
-    """The server failed to start, or died; the message carries the end of its log."""
-
-
 @dataclass
 class ServerSpec:
     model: str
     path: PathSpec
-    run_dir: Path
-    label: str  # names the log and counts dir; e.g. "triton" or "native-aa"
+    log_file: Path
+    counts_dir: Path  # where the plugin in every vLLM process writes its call counts
     serve_args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     startup_timeout: float = 900.0
     cpu: bool = True  # CPU engine: Triton only through its interpreter
+    instance: str = field(default_factory=lambda: uuid.uuid4().hex[:12])  # this server start, in count files
 
-    @property
-    def log_file(self) -> Path:
-        return self.run_dir / f"server-{self.label}.log"
 
-    @property
-    def counts_dir(self) -> Path:
-        return self.run_dir / f"counts-{self.label}"
+def serve_arg(args: list[str], flag: str) -> str | None:
+    """The value of `--flag V` or `--flag=V` in a vLLM argument list (last one wins, as in argparse).
+    The one place the harness reads vLLM's command line."""
+    value = None
+    for i, a in enumerate(args):
+        if a == flag and i + 1 < len(args):
+            value = args[i + 1]
+        elif a.startswith(flag + "="):
+            value = a.split("=", 1)[1]
+    return value
+
+
+def without_args(args: list[str], flags: tuple[str, ...]) -> list[str]:
+    """`args` minus every `--flag V` / `--flag=V` of `flags`."""
+    out, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+        elif a in flags:
+            skip = True
+        elif not a.startswith(tuple(f + "=" for f in flags)):
+            out.append(a)
+    return out
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -67,7 +83,8 @@ def server_env(spec: ServerSpec) -> dict[str, str]:
     env.update(
         {
             ENV_PATH: spec.path.name,
-            ENV_COUNTS_DIR: str(spec.counts_dir.resolve()),  # the server's cwd is the run dir
+            ENV_COUNTS_DIR: str(spec.counts_dir.resolve()),  # the server's cwd is elsewhere
+            ENV_INSTANCE: spec.instance,
             "HF_HUB_OFFLINE": "1",
             "VLLM_NO_USAGE_STATS": "1",
         }
@@ -81,12 +98,8 @@ def server_env(spec: ServerSpec) -> dict[str, str]:
 
 
 def _port_from_args(args: list[str]) -> int | None:
-    for i, a in enumerate(args):
-        if a == "--port" and i + 1 < len(args):
-            return int(args[i + 1])
-        if a.startswith("--port="):
-            return int(a.split("=", 1)[1])
-    return None
+    port = serve_arg(args, "--port")
+    return int(port) if port is not None else None
 
 
 def build_command(spec: ServerSpec, port: int) -> list[str]:
@@ -130,10 +143,10 @@ class VllmServer:
             raise ServerError(f"model directory {model!r} does not exist")
         if port_in_use(self.port):
             raise ServerError(f"port {self.port} is already in use on 127.0.0.1; free it or drop --port")
-        self.spec.run_dir.mkdir(parents=True, exist_ok=True)
+        self.spec.log_file.parent.mkdir(parents=True, exist_ok=True)
         self.spec.counts_dir.mkdir(parents=True, exist_ok=True)
         log = self.spec.log_file.open("ab")
-        # cwd is the run dir: the repo root on sys.path would expose `kernels/` as a top-level
+        # cwd is the log's directory: the repo root on sys.path would expose `kernels/` as a top-level
         # module, which transformers mistakes for Hugging Face's kernel hub.
         self.proc = subprocess.Popen(
             build_command(self.spec, self.port),
@@ -141,7 +154,7 @@ class VllmServer:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            cwd=self.spec.run_dir,
+            cwd=self.spec.log_file.parent,
             start_new_session=True,
         )
         log.close()
