@@ -15,7 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import TypeAdapter
+from pydantic import ConfigDict, TypeAdapter
 
 from eval_harness.config import RunConfig
 from eval_harness.diff import (
@@ -170,6 +170,9 @@ class RunEvaluation(Result):
     models: dict[str, ModelEvaluation]
 
 
+# NaN (an interval from one sample) and infinity must survive the cache round trip: written as JSON's
+# NaN/Infinity constants, which Python and pydantic read back; report.json is written strict (null).
+RunEvaluation.__pydantic_config__ = ConfigDict(ser_json_inf_nan="constants")  # type: ignore[attr-defined]
 EVALUATION_TYPE = TypeAdapter(RunEvaluation)
 
 # ----------------------------------------------------------------------------- per level

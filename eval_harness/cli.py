@@ -57,6 +57,12 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
         help="managed servers at once after the reference (a GPU holds several small ones; default 1)",
     )
     p.add_argument("--batch-size", type=int, default=32, help="requests between metrics scrapes (default 32)")
+    p.add_argument(
+        "--aa",
+        type=int,
+        metavar="N",
+        help="A/A arms (the baseline again, fresh server, shuffled order) instead of the profile's count",
+    )
     p.add_argument("--model", action="append", metavar="NAME", help="run only these models of the config")
     p.add_argument(
         "--path", action="append", metavar="PATH", help="run only these paths (baseline always runs)"
@@ -158,12 +164,10 @@ def _counts_dirs(values: list[str], endpoints: dict[str, list[str]]) -> dict[str
     return out
 
 
-def _run_options(args: argparse.Namespace):
-    from eval_harness.config import load_config
-    from eval_harness.runner import RunOptions, plan_arms, with_paths
-    from eval_harness.suites import resolve_source
+def _narrowed(cfg, args: argparse.Namespace):
+    """The config as `--model`, `--path` and `--aa` narrow it."""
+    from eval_harness.runner import with_paths
 
-    cfg = load_config(args.config)
     if args.model:
         missing = sorted(set(args.model) - {m.name for m in cfg.models})
         if missing:
@@ -174,6 +178,21 @@ def _run_options(args: argparse.Namespace):
         if missing:
             raise ValueError(f"--path {missing}: not in the config's paths {cfg.paths}")
         cfg = with_paths(cfg, args.path)
+    if args.aa is not None:
+        if args.aa < 0:
+            raise ValueError("--aa must be 0 or more")
+        profile = cfg.profile(args.profile).model_copy(update={"aa": args.aa})
+        cfg = cfg.model_copy(update={"profiles": {**cfg.profiles, args.profile: profile}})
+    return cfg
+
+
+def _run_options(args: argparse.Namespace):
+    from eval_harness.config import load_config
+    from eval_harness.runner import RunOptions, plan_arms
+    from eval_harness.store import RunStore
+    from eval_harness.suites import resolve_source
+
+    cfg = _narrowed(load_config(args.config), args)
     endpoints = _endpoints(args.endpoint)
     known = {*cfg.paths, *(a.label for a in plan_arms(cfg, args.profile))}
     unknown = set(endpoints) - known
@@ -185,7 +204,7 @@ def _run_options(args: argparse.Namespace):
         raise ValueError("--parallel-servers must be at least 1")
     if args.resume:
         out = args.resume.resolve()
-        if not (out / "manifest.json").exists():
+        if not RunStore(out).exists():
             raise ValueError(f"--resume {out}: no manifest.json there; not a rope-eval run directory")
     else:
         models = "-".join(args.model) + "-" if args.model else ""

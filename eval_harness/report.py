@@ -8,6 +8,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import pydantic_core
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from eval_harness import plots
@@ -83,9 +84,11 @@ def verdict_line(ev: RunEvaluation, checks: list[Check]) -> str:
     fails = [c for c in checks if not c.passed]
     paths = ", ".join(ev.run.paths[1:])
     if not fails:
-        return f"{paths} as close to {reference_name(ev)} as {ev.run.baseline} on {len(ev.models)} model(s) ({len(checks)} checks)"
+        where = f"on {len(ev.models)} model(s) ({len(checks)} checks)"
+        return f"{paths} as close to {reference_name(ev)} as {ev.run.baseline} {where}"
     first = fails[0]
-    return f"{len(fails)} of {len(checks)} checks failed; first: {first.model} {first.subject} {first.name}: {first.detail}"
+    where = f"{first.model} {first.subject} {first.name}"
+    return f"{len(fails)} of {len(checks)} checks failed; first: {where}: {first.detail}"
 
 
 # ----------------------------------------------------------------------------- figures
@@ -232,7 +235,7 @@ def render(ev: RunEvaluation, checks: list[Check], policy: Policy, run_dir: Path
         "passed": ctx["passed"],
         "paths": [asdict(v) | {"line": v.line(ctx["reference"])} for v in verdicts],
         "checks": [asdict(c) for c in checks],
-        "evaluation": json.loads(EVALUATION_TYPE.dump_json(ev)),
+        "evaluation": json.loads(pydantic_core.to_json(EVALUATION_TYPE.dump_python(ev), inf_nan_mode="null")),
     }
     return {
         "md": store.write_document(REPORTS["md"], md),

@@ -11,6 +11,7 @@ Conventions: Δ is always ``B - A`` (candidate minus baseline). For paired 0/1 o
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -18,8 +19,21 @@ from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy import optimize
-from scipy import stats as st
+
+
+class _LazyModule:
+    """scipy.stats takes about a second to import; `gate` and `report` on a cached evaluation never call
+    into it, so it is imported on first use."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(importlib.import_module(self._name), attr)
+
+
+st = _LazyModule("scipy.stats")
+optimize = _LazyModule("scipy.optimize")
 
 FloatArray = NDArray[np.float64]
 

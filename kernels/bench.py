@@ -1,5 +1,5 @@
 """RoPE benchmarks: native eager, native under torch.compile, our Triton kernel, the fused op, peers,
-and the copy floor, at the shapes of DESIGN.md section 9 (bf16).
+and the copy floor, at the Qwen3-8B and GLM4-9B decode and prefill shapes (bf16).
 
     python -m eval_harness.kernels.bench [--json PATH] [--quick] [--only NAME,...]
 

@@ -30,7 +30,7 @@ FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _INDEX_DTYPES = (torch.int64, torch.int32)
 # Elements of one [heads, rot_dim/2] tile; more heads loop inside the program, which bounds register
 # use for many or wide heads without giving up the single launch. With 4 warps this was the best or
-# within 2% of the best of a sweep on an H200 (1-8 warps, 1024-8192 elements) at every DESIGN.md
+# within 2% of the best of a sweep on an H200 (1-8 warps, 1024-8192 elements) at every benchmark
 # section 9 shape; one tile covers Qwen3's 32 + 8 heads, so decode needs a single round trip.
 _TILE_ELEMENTS = 4096
 _NUM_WARPS = 4

@@ -38,6 +38,17 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 ServeFn = Callable[..., "object"]
 
 
+def _model_dir(models_dir: Path, name: str) -> str:
+    """A built tiny model, or a committed trained toy model."""
+    from eval_harness.models.specs import TOY_SPECS
+
+    if name in TOY_SPECS:
+        from eval_harness.model_source import resolve_model
+
+        return resolve_model(f"builtin:{name}")
+    return str(models_dir / name)
+
+
 @pytest.fixture(scope="session")
 def serve(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeFn]:
     """`serve(model, path, args=EAGER, draft=False)` -> a healthy VllmServer, reused across tests."""
@@ -65,7 +76,7 @@ def serve(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
                 args += ["--speculative-config", json.dumps(spec_cfg)]
             run_dir = tmp_path_factory.mktemp(f"srv-{model}-{path.replace(':', '_')}")
             spec = ServerSpec(
-                model=str(models_dir / model),
+                model=_model_dir(models_dir, model),
                 path=parse_path(path),
                 log_file=run_dir / "server.log",
                 counts_dir=run_dir / "counts",

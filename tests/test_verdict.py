@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from synthetic import ArmSpec, write_run
 
 from eval_harness.analyze import Kind, evaluate_run, load_evaluation
 from eval_harness.diff.distance import TIE_FLOOR, l2_distance, tie_threshold
@@ -18,7 +19,6 @@ from eval_harness.gate import Policy, judge, load_policy
 from eval_harness.records import Role
 from eval_harness.report import render
 from eval_harness.stats import RATIO_CAP, cluster_rate_diff_ci, cluster_ratio_ci
-from synthetic import ArmSpec, write_run
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""Tiny test models covering the RoPE forms rope-eval must check (DESIGN.md §6).
+"""Tiny test models covering the RoPE forms rope-eval must check.
 
 `SPECS` and `ModelSpec` are import-light. `build_all` and `build_model` pull in torch and transformers, so
 they load on first use.

@@ -1,8 +1,8 @@
 """What each tiny model is, in particular its RoPE form. Import-light: no torch, no transformers.
 
-The tiny models stand in for the three RoPE forms of DESIGN.md §6 plus an eagle3 draft whose rope_theta
-differs from its target's. Tests read `SPECS` to know what a model's RoPE should look like; the builder reads
-it to make the checkpoints, so the two cannot drift apart.
+The tiny models stand in for the three RoPE forms (Qwen3, GLM-4-0414, GLM-4.5) plus an eagle3 draft whose
+rope_theta differs from its target's. Tests read `SPECS` to know what a model's RoPE should look like; the
+builder reads it to make the checkpoints, so the two cannot drift apart.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ SPECS: dict[str, ModelSpec] = {
             seed_offset=2,
         ),
         # GLM-4-0414 form with a rotary dim that is not a power of two (96 of 128): where a kernel that
-        # pads rot_dim/2 to a power of two reads sin at the wrong offset (DESIGN.md section 5).
+        # pads rot_dim/2 to a power of two reads sin at the wrong offset.
         ModelSpec(
             name="glm4-tiny-rot96",
             architecture="Glm4ForCausalLM",

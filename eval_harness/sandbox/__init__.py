@@ -1,4 +1,4 @@
-"""Code sandbox for judging generated solutions (LiveCodeBench). See DESIGN.md §7.
+"""Code sandbox for judging generated solutions (LiveCodeBench). See docs/architecture.md (sandbox row).
 
 Generated code never runs in the harness process: `judge` starts one launcher process tree per
 solution, inside namespaces when the host allows them (`isolation.detect`)."""

@@ -427,7 +427,7 @@ def export_target(model: PreTrainedModel, spec: ModelSpec, out: Path) -> None:
 
 
 def draft_config(spec: ModelSpec, target: ModelSpec, ids: dict[str, int]) -> dict[str, Any]:
-    """The layout vLLM's LlamaForCausalLMEagle3 loads (DESIGN.md §4), with the draft's own rope_theta."""
+    """The layout vLLM's LlamaForCausalLMEagle3 loads, with the draft's own rope_theta."""
     config = LlamaConfig(**_common_kwargs(spec, ids), rms_norm_eps=1e-6).to_diff_dict()
     config.update(
         {

@@ -18,7 +18,7 @@ import traceback
 
 import torch
 
-# (name, q heads, k heads, head size, rotary dims, neox) for the three RoPE forms of DESIGN.md section 6
+# (name, q heads, k heads, head size, rotary dims, neox) for the three RoPE forms (Qwen3, GLM-4-0414, GLM-4.5)
 FORMS = [
     ("qwen3", 4, 2, 128, 128, True),
     ("glm4-0414", 4, 2, 128, 64, False),
