@@ -4,8 +4,17 @@ One interface (`Suite`: load, prompt, score, score_many) over all of them; data 
 local directory (`--data-dir` / `ROPE_EVAL_DATA`) or the Hugging Face Hub.
 """
 
-from eval_harness.suites.base import Item, ModelOutput, Prompt, Suite, Verdict, get_suite, suite_names
-from eval_harness.suites.data import DataMissingError, DataSource, data_hash, resolve_source
+from eval_harness.suites.base import (
+    Item,
+    ModelOutput,
+    Prompt,
+    Suite,
+    Verdict,
+    data_hash,
+    get_suite,
+    suite_names,
+)
+from eval_harness.suites.data import DataMissingError, DataSource, resolve_source
 
 __all__ = [
     "DataMissingError",

@@ -6,16 +6,17 @@ A suite loads items with stable ids, renders a prompt for a style ("chat-0shot",
 
 from __future__ import annotations
 
+import hashlib
 import importlib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+import json
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import yaml
 
-if TYPE_CHECKING:
-    from .data import DataSource
+from .data import DataSource
 
 SUITE_DIR = Path(__file__).parent
 
@@ -166,3 +167,16 @@ def output_stats(outputs: Sequence[ModelOutput]) -> OutputStats:
         finish_length_rate=sum(o.finish_reason == "length" for o in outputs) / n,
         empty_answer_rate=sum(not s.answer.strip() for s in splits) / n,
     )
+
+
+def _canonical(items: list[Item]) -> Iterator[bytes]:
+    for it in items:
+        yield json.dumps(asdict(it), sort_keys=True, ensure_ascii=False, default=str).encode() + b"\n"
+
+
+def data_hash(items: list[Item]) -> str:
+    """sha256 over the canonical JSON of each item in order (ids, text, references, metadata)."""
+    h = hashlib.sha256()
+    for chunk in _canonical(items):
+        h.update(chunk)
+    return "sha256:" + h.hexdigest()

@@ -5,16 +5,11 @@ byte-exact, no Arrow type inference and no cache writes under ~/.cache.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
-
-if TYPE_CHECKING:
-    from .base import Item
+from typing import Any, Literal
 
 ENV_DATA = "ROPE_EVAL_DATA"
 
@@ -91,16 +86,3 @@ def load_hub_rows(
             f"({type(e).__name__}: {str(e)[:300]}). Provide the data locally with {_local_remedy(relpath)}, "
             "or make the Hub reachable (network access, HF_TOKEN, HF_HUB_OFFLINE unset)."
         ) from e
-
-
-def _canonical(items: list[Item]) -> Iterator[bytes]:
-    for it in items:
-        yield json.dumps(asdict(it), sort_keys=True, ensure_ascii=False, default=str).encode() + b"\n"
-
-
-def data_hash(items: list[Item]) -> str:
-    """sha256 over the canonical JSON of each item in order (ids, text, references, metadata)."""
-    h = hashlib.sha256()
-    for chunk in _canonical(items):
-        h.update(chunk)
-    return "sha256:" + h.hexdigest()

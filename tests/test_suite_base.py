@@ -13,12 +13,13 @@ from eval_harness.suites.base import (
     ModelOutput,
     Prompt,
     Suite,
+    data_hash,
     get_suite,
     output_stats,
     split_thinking,
     suite_names,
 )
-from eval_harness.suites.data import ENV_DATA, DataMissingError, DataSource, data_hash, resolve_source
+from eval_harness.suites.data import ENV_DATA, DataMissingError, DataSource, resolve_source
 
 DATA = Path(os.environ.get("ROPE_EVAL_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"no shared data at {DATA}")

@@ -1,11 +1,22 @@
 """Code sandbox for judging generated solutions (LiveCodeBench). See docs/architecture.md (sandbox row).
 
 Generated code never runs in the harness process: `judge` starts one launcher process tree per
-solution, inside namespaces when the host allows them (`isolation.detect`)."""
+solution, inside namespaces when the host allows them (`judge.detect`)."""
 
 from .compare import functional_matches, stdin_matches
-from .isolation import Isolation, detect
-from .judge import Job, JudgeResult, Limits, SandboxError, Status, TestCase, TestOutcome, judge, judge_many
+from .isolation import Isolation
+from .judge import (
+    Job,
+    JudgeResult,
+    Limits,
+    SandboxError,
+    Status,
+    TestCase,
+    TestOutcome,
+    detect,
+    judge,
+    judge_many,
+)
 
 __all__ = [
     "Isolation",

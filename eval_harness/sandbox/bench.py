@@ -14,8 +14,7 @@ import os
 import time
 from pathlib import Path
 
-from .isolation import detect
-from .judge import Job, Limits, TestCase, judge_many
+from .judge import Job, Limits, TestCase, detect, judge_many
 
 # AtCoder (stdin) solutions.
 STDIN_SOLUTIONS: dict[str, str] = {

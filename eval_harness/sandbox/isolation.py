@@ -14,7 +14,6 @@ Modes, strongest first:
 
 from __future__ import annotations
 
-import functools
 import os
 import shutil
 import sys
@@ -73,33 +72,18 @@ class Isolation:
         }
 
 
-@functools.cache
-def detect(force: Mode | None = None) -> Isolation:
-    """Strongest mode that passes a real probe (cached per process); ``ROPE_EVAL_SANDBOX`` forces one."""
+def candidates(force: Mode | None = None) -> list[Isolation]:
+    """The modes this host could run, strongest first (`ROPE_EVAL_SANDBOX` forces one). Which of them
+    actually works takes a real probe, which `judge.detect` runs: probing needs the judge."""
     force = force or os.environ.get(ENV_FORCE) or None  # type: ignore[assignment]
     if force is not None and force not in MODES:
         raise ValueError(f"{ENV_FORCE}={force!r}: expected one of {MODES}")
     unshare = shutil.which("unshare") or ("/usr/bin/unshare" if os.path.exists("/usr/bin/unshare") else None)
-    candidates: list[Mode] = [force] if force else list(MODES)
-    for mode in candidates:
+    out = []
+    for mode in [force] if force else list(MODES):
         if mode != "none" and unshare is None:
             continue
         if mode == "root-ns" and os.geteuid() != 0:
             continue
-        iso = Isolation(mode, unshare if mode != "none" else None)
-        if force or _probe(iso):
-            return iso
-    raise RuntimeError(f"sandbox mode {force!r} is not available on this host")
-
-
-def _probe(iso: Isolation) -> bool:
-    from .judge import Job, Limits, SandboxError, TestCase, judge  # local: judge imports this module
-
-    job = Job(code="import os\nprint(os.getuid() != 0, os.getppid())", tests=(TestCase("", ""),))
-    try:
-        res = judge(job, Limits(timeout_s=10), isolation=iso, compare=False)
-    except (OSError, SandboxError):  # e.g. unshare present but not permitted in a container
-        return False
-    out = res.tests[0].stdout.split() if res.tests else []
-    # namespaced: not root any more, and the parent is the launcher as PID 1
-    return res.tests[0].status == "ok" and (iso.mode == "none" or out == ["True", "1"])
+        out.append(Isolation(mode, unshare if mode != "none" else None))
+    return out

@@ -10,6 +10,7 @@ capped buffers, and the whole process group is SIGKILLed when a session ends, wh
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import queue
@@ -28,7 +29,7 @@ from enum import StrEnum
 from typing import Literal
 
 from .compare import functional_matches, stdin_matches
-from .isolation import MINIMAL_ENV, Isolation, detect
+from .isolation import ENV_FORCE, MINIMAL_ENV, Isolation, Mode, candidates
 
 
 class Status(StrEnum):
@@ -339,3 +340,24 @@ def judge_many(
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox") as pool:
         return list(pool.map(one, jobs))
+
+
+@functools.cache
+def detect(force: Mode | None = None) -> Isolation:
+    """Strongest mode that passes a real probe (cached per process); ``ROPE_EVAL_SANDBOX`` forces one."""
+    forced = force or os.environ.get(ENV_FORCE) or None
+    for iso in candidates(force):
+        if forced or _probe(iso):
+            return iso
+    raise RuntimeError(f"sandbox mode {forced!r} is not available on this host")
+
+
+def _probe(iso: Isolation) -> bool:
+    job = Job(code="import os\nprint(os.getuid() != 0, os.getppid())", tests=(TestCase("", ""),))
+    try:
+        res = judge(job, Limits(timeout_s=10), isolation=iso, compare=False)
+    except (OSError, SandboxError):  # e.g. unshare present but not permitted in a container
+        return False
+    out = res.tests[0].stdout.split() if res.tests else []
+    # namespaced: not root any more, and the parent is the launcher as PID 1
+    return res.tests[0].status == "ok" and (iso.mode == "none" or out == ["True", "1"])
