@@ -47,6 +47,7 @@ from eval_harness.proof import Verification
 from eval_harness.records import AcceptanceBatch, ArmMeta, ModelMeta, Role, RunManifest, Sample, Score
 from eval_harness.stats import Result
 from eval_harness.store import EVALUATION, RunStore
+from eval_harness.suites.base import ModelOutput, OutputStats, output_stats
 
 # ----------------------------------------------------------------------------- reading arms
 
@@ -132,7 +133,7 @@ class ArmSummary(Result):
     role: Role
     verification: Verification | None
     seconds: float | None
-    health: dict[str, dict[str, float]]
+    health: dict[str, OutputStats]
 
 
 @dataclass(frozen=True)
@@ -272,22 +273,12 @@ def l2_to_reference(ref: ArmView, arm: ArmView, tie: float) -> L2Distance | None
     return l2_distance(rows, tie) if rows else None
 
 
-def suite_health(arm: ArmView) -> dict[str, dict[str, float]]:
-    """Per suite: truncation (finish_reason=length), empty answers, mean reasoning length."""
-    by_suite: dict[str, list[Sample]] = defaultdict(list)
+def suite_health(arm: ArmView) -> dict[str, OutputStats]:
+    """Per suite: thinking length, truncation (finish_reason=length) and empty answers."""
+    by_suite: dict[str, list[ModelOutput]] = defaultdict(list)
     for s in arm.gen().values():
-        by_suite[s.suite or "?"].append(s)
-    out = {}
-    for suite, samples in by_suite.items():
-        n = len(samples)
-        out[suite] = {
-            "n": n,
-            "length_rate": sum(s.finish_reason == "length" for s in samples) / n,
-            "empty_rate": sum(not s.text.strip() for s in samples) / n,
-            "mean_reasoning_chars": sum(len(s.reasoning or "") for s in samples) / n,
-            "mean_tokens": sum(len(s.token_ids) for s in samples) / n,
-        }
-    return out
+        by_suite[s.suite or "?"].append(ModelOutput(s.text, s.reasoning, s.finish_reason))
+    return {suite: output_stats(outputs) for suite, outputs in sorted(by_suite.items())}
 
 
 # ----------------------------------------------------------------------------- a model, a run

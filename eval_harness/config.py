@@ -34,11 +34,13 @@ def no_managed_flags(args: list[str]) -> list[str]:
     return args
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
+    """A config section: unknown keys are errors (a typo must not be ignored), values are frozen."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class SamplingConfig(_Strict):
+class SamplingConfig(Strict):
     max_tokens: int = Field(256, gt=0)
     temperature: float = Field(0.0, ge=0.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
@@ -58,7 +60,7 @@ class SamplingConfig(_Strict):
         return self.temperature == 0.0
 
 
-class SuiteConfig(_Strict):
+class SuiteConfig(Strict):
     style: str = "chat-0shot"
     sampling: SamplingConfig = SamplingConfig()
     # problems per profile; None means the whole split
@@ -68,7 +70,7 @@ class SuiteConfig(_Strict):
     margin: float = Field(0.02, gt=0.0, le=1.0)  # TOST equivalence margin on accuracy
 
 
-class LogprobConfig(_Strict):
+class LogprobConfig(Strict):
     """L1: teacher-forced scoring of the baseline's sequences under every path."""
 
     top_k: int = Field(5, ge=1, le=20)
@@ -79,13 +81,13 @@ class LogprobConfig(_Strict):
     )
 
 
-class DraftConfig(_Strict):
+class DraftConfig(Strict):
     path: str
     method: Literal["eagle3", "eagle"] = "eagle3"
     num_speculative_tokens: int = Field(3, ge=1, le=16)
 
 
-class ModelEntry(_Strict):
+class ModelEntry(Strict):
     name: str
     # local directory, hub id, or `builtin:<tiny-model>` (built on demand by `rope-eval models`)
     path: str
@@ -99,14 +101,14 @@ class ModelEntry(_Strict):
         return no_managed_flags(v)
 
 
-class ProfileConfig(_Strict):
+class ProfileConfig(Strict):
     # A/A arms: the baseline served again on a fresh server, its requests in a shuffled order, to measure
     # the noise floor (true = 1)
     aa: int = Field(0, ge=0)
     concurrency: int = Field(8, gt=0)
 
 
-class RunConfig(_Strict):
+class RunConfig(Strict):
     name: str
     models: list[ModelEntry] = Field(min_length=1)
     paths: list[str] = Field(min_length=2)  # the first is the baseline

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from eval_harness.analyze import (
     Closeness,
@@ -27,18 +27,14 @@ from eval_harness.analyze import (
     evaluate_run,
     load_evaluation,
 )
-from eval_harness.config import ConfigError
+from eval_harness.config import ConfigError, Strict
 from eval_harness.diff.distance import L1_METRICS, RATE_METRICS, MetricCloseness
 from eval_harness.records import Role
 
 LEVELS = ("verification", "L1", "L2", "L3", "acceptance")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class L1Policy(_Strict):
+class L1Policy(Strict):
     # The metrics that decide L1, each with how far a path may exceed the farthest anchor (upper 95% bound):
     # for a distance, as a ratio excess (0.5: up to 1.5x the anchor's); for top-1 disagreement, a rare event
     # for a correct path, as an absolute share of positions. KL is reported but not gated by default: its
@@ -52,23 +48,23 @@ class L1Policy(_Strict):
     ceiling: dict[str, float] = Field(default_factory=dict)  # backstop: fails whatever the anchors show
 
 
-class L2Policy(_Strict):
+class L2Policy(Strict):
     # share of prompts whose greedy continuation forks where the reference was confident, above the worst
     # anchor's (upper 95% bound of the difference)
     margin: float = Field(0.1, ge=0, le=1)
 
 
-class L3Policy(_Strict):
+class L3Policy(Strict):
     require_equivalence: bool = False  # TOST within each suite's margin (release)
     forbid_significant_drop: bool = True
 
 
-class AcceptancePolicy(_Strict):
+class AcceptancePolicy(Strict):
     length_tol: float = Field(0.1, ge=0)  # |Δ mean acceptance length| beyond the A/A floor, in tokens
     require_noninferiority: bool = False  # release: the lower CI bound must stay within the tolerance
 
 
-class Policy(_Strict):
+class Policy(Strict):
     name: str = "default"
     require_verified: bool = True
     l1: L1Policy = L1Policy()
