@@ -342,6 +342,16 @@ class ModelRun:
         spec.counts_dir = store.new_counts_dir(spec.instance)
         return Endpoint([], VllmServer(spec))
 
+    def _works(self, arm: ArmRunner, reference: dict[str, Sample] | None, probe: list[Work]) -> list[Work]:
+        seqs = list((reference if reference is not None else arm.done).values())
+        return [*self.gen, *probe, *l1_work(self.opts.config, self.opts.profile, seqs)]
+
+    def _finished(self, arm: ArmRunner, reference: dict[str, Sample] | None, probe: list[Work]) -> bool:
+        """A resumed arm whose every request is stored and whose proof is recorded needs no server."""
+        if not self.opts.resume or arm.store.read_meta().verification is None:
+            return False
+        return all(w.request.key in arm.done for w in self._works(arm, reference, probe))
+
     async def run_arm(
         self, plan: ArmPlan, reference: dict[str, Sample] | None, probe: list[Work]
     ) -> ArmRunner:
@@ -357,29 +367,26 @@ class ModelRun:
             shuffle_seed=plan.shuffle_seed,
         )
         arm = ArmRunner(self.opts, self.model, plan, store, meta)
+        if self._finished(arm, reference, probe):
+            log.info("%s %s: complete, not served again", self.model.name, plan.label)
+            return arm
         endpoint = self._endpoint(plan, store)
         t0 = time.monotonic()
-        if endpoint.server is not None:
-            await asyncio.to_thread(endpoint.server.start)
-            endpoint.urls = [endpoint.server.url]
         try:
+            if endpoint.server is not None:
+                await asyncio.to_thread(endpoint.server.start)
+                endpoint.urls = [endpoint.server.url]
             await self._workloads(arm, endpoint, reference, probe)
-        finally:
+        finally:  # also on an interrupt during start-up: no server outlives the run
             if endpoint.server is not None:
                 await asyncio.to_thread(endpoint.server.stop)
         if endpoint.server is not None:
             verification = verify_instances(plan.path, store.counts())
         else:
             verification = _verify_attached(plan.path, endpoint.counts_dir)
-        store.write_meta(
-            meta.model_copy(
-                update={
-                    "urls": endpoint.urls,
-                    "seconds": round(time.monotonic() - t0, 1),
-                    "verification": verification,
-                }
-            )
-        )
+        seconds = round(time.monotonic() - t0, 1)
+        update = {"urls": endpoint.urls, "seconds": seconds, "verification": verification}
+        store.write_meta(meta.model_copy(update=update))
         return arm
 
     async def _workloads(

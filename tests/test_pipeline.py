@@ -163,3 +163,34 @@ def test_interrupted_run_resumes_to_identical_results(tmp_path: Path, serve, dat
         assert len(a) == len(_samples(run_a, arm)), "duplicated samples after resume"
         assert a.keys() == b.keys() and len(a) == 16 + 8  # 16 toy-arith problems + 8 L1 sequences
         assert all(a[k]["token_ids"] == b[k]["token_ids"] for k in a)
+
+
+def _processes_in(directory: Path) -> list[int]:
+    """Live processes whose working directory lies inside `directory` (a server's cwd is its arm dir)."""
+    out = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if str(directory) in os.readlink(proc / "cwd"):
+                    out.append(int(proc.name))
+            except OSError:
+                continue
+    return out
+
+
+def test_interrupt_during_server_start_leaves_no_server(tmp_path: Path, data_dir: Path) -> None:
+    """SIGTERM (how CI stops a job) while the first server is still starting: the run exits promptly with
+    130 and takes the half-started server's whole process group with it."""
+    cfg = write_config(tmp_path / "cfg.yaml", ["native", "triton"], limit=4, aa=0)
+    cmd = [sys.executable, "-m", "eval_harness.cli", "run", str(cfg), "--out", str(tmp_path / "runs")]
+    proc = subprocess.Popen([*cmd, "--data-dir", str(data_dir)], cwd=tmp_path, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    log = None
+    while time.monotonic() < deadline and log is None:
+        log = next((tmp_path / "runs").glob("*/qwen3-toy/reference/server.log"), None)
+        time.sleep(0.2)
+    assert log is not None, "the reference server never started"
+    time.sleep(3)  # vLLM is importing and loading: well before it is healthy
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(90) == 130
+    assert _processes_in(tmp_path / "runs") == []

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -129,6 +130,10 @@ class VllmServer:
         self.proc: subprocess.Popen | None = None
         self.port = _port_from_args(spec.serve_args) or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # start() runs in a worker thread while an interrupt may call stop() from another: the lock and
+        # the flag make sure a server stopped mid-start never outlives the harness
+        self._lock = threading.Lock()
+        self._stopped = False
 
     def __enter__(self) -> VllmServer:
         self.start()
@@ -145,19 +150,20 @@ class VllmServer:
             raise ServerError(f"port {self.port} is already in use on 127.0.0.1; free it or drop --port")
         self.spec.log_file.parent.mkdir(parents=True, exist_ok=True)
         self.spec.counts_dir.mkdir(parents=True, exist_ok=True)
-        log = self.spec.log_file.open("ab")
-        # cwd is the log's directory: the repo root on sys.path would expose `kernels/` as a top-level
-        # module, which transformers mistakes for Hugging Face's kernel hub.
-        self.proc = subprocess.Popen(
-            build_command(self.spec, self.port),
-            env=server_env(self.spec),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=self.spec.log_file.parent,
-            start_new_session=True,
-        )
-        log.close()
+        with self._lock, self.spec.log_file.open("ab") as log:
+            if self._stopped:
+                raise ServerError(f"server for path {self.spec.path.name} was stopped before it started")
+            # cwd is the log's directory: the repo root on sys.path would expose `kernels/` as a top-level
+            # module, which transformers mistakes for Hugging Face's kernel hub.
+            self.proc = subprocess.Popen(
+                build_command(self.spec, self.port),
+                env=server_env(self.spec),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.spec.log_file.parent,
+                start_new_session=True,
+            )
         try:
             self.wait_ready()
         except BaseException:
@@ -167,6 +173,8 @@ class VllmServer:
     def wait_ready(self) -> None:
         deadline = time.monotonic() + self.spec.startup_timeout
         while time.monotonic() < deadline:
+            if self._stopped:
+                raise ServerError(f"server for path {self.spec.path.name} was stopped during start-up")
             self.check_alive()
             try:
                 if httpx.get(f"{self.url}/health", timeout=2.0).status_code == 200:
@@ -180,10 +188,11 @@ class VllmServer:
         )
 
     def check_alive(self) -> None:
-        if self.proc is not None and self.proc.poll() is not None:
+        proc = self.proc
+        if proc is not None and proc.poll() is not None:
             raise ServerError(
                 f"server for path {self.spec.path.name} exited with code "
-                f"{self.proc.returncode}; last log lines:\n{self.log_tail()}"
+                f"{proc.returncode}; last log lines:\n{self.log_tail()}"
             )
 
     def log_tail(self, n: int = LOG_TAIL_LINES) -> str:
@@ -199,9 +208,11 @@ class VllmServer:
         return "".join(head + lines[-n:])
 
     def stop(self, grace: float = 20.0) -> None:
-        if self.proc is None:
+        with self._lock:
+            self._stopped = True
+            proc, self.proc = self.proc, None
+        if proc is None:
             return
-        proc, self.proc = self.proc, None
         if proc.poll() is None:
             _signal_group(proc.pid, signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
