@@ -54,6 +54,8 @@ class RunOptions:
     batch_size: int = 32  # requests between metrics scrapes (per-batch acceptance deltas)
     models_dir: Path | None = None
     parallel_servers: int = 1  # managed servers at once after the reference (a GPU holds several)
+    # shared by runs in one event loop (the selftest's groups): caps their managed servers together
+    server_slots: asyncio.Semaphore | None = None
 
 
 @dataclass(frozen=True)
@@ -410,17 +412,18 @@ class ModelRun:
         )
         probe = draft_probe_work(self.draft_path, cfg)
         plans = plan_arms(cfg, self.opts.profile)
-        ref = await self.run_arm(plans[0], None, probe)
-        rest = plans[1:]
-        attached = all(attach_key(p, self.opts.endpoints) is not None for p in rest)
-        # Attached endpoints are separate servers, and a GPU can hold several small ones: side by side.
-        limit = asyncio.Semaphore(len(rest) if attached else max(1, self.opts.parallel_servers))
+        # Attached endpoints are separate servers and run side by side; managed ones take a slot (one by
+        # default: they share this machine; a GPU holds several small ones).
+        slots = self.opts.server_slots or asyncio.Semaphore(max(1, self.opts.parallel_servers))
 
-        async def one(plan: ArmPlan) -> None:
-            async with limit:
-                await self.run_arm(plan, ref.done, probe)
+        async def one(plan: ArmPlan, reference: dict[str, Sample] | None) -> ArmRunner:
+            if attach_key(plan, self.opts.endpoints) is not None:
+                return await self.run_arm(plan, reference, probe)
+            async with slots:
+                return await self.run_arm(plan, reference, probe)
 
-        await asyncio.gather(*(one(p) for p in rest))
+        ref = await one(plans[0], None)  # every other arm teacher-forces the reference's sequences
+        await asyncio.gather(*(one(p, ref.done) for p in plans[1:]))
         return ModelMeta(
             model_path=self.model_path,
             draft_path=self.draft_path,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import shlex
 import time
@@ -221,23 +220,39 @@ def judge_group(g: Group, run_dir: Path, checks: list[Check], dtype: str) -> lis
     return out
 
 
-def run_group(g: Group, out: Path, args: argparse.Namespace, serve_args: list[str]) -> list[CaseResult]:
-    cfg = group_config(g, args.dtype, serve_args)
-    run_dir = out / cfg.name
-    opts = RunOptions(
-        config=cfg,
-        profile="smoke",
-        out=run_dir,
-        source=resolve_source(args.data_dir),
-        batch_size=16,
-        models_dir=args.models_dir,
-        parallel_servers=args.parallel_servers,
-    )
-    # A path that does not verify is reported by the gate's "path verified" check, per case.
-    with contextlib.suppress(PathNotVerified):
-        asyncio.run(run(opts))
-    _, checks = judge(run_dir, Policy(), fresh=True)  # the built-in (nightly) policy
-    return judge_group(g, run_dir, checks, args.dtype)
+async def _run_groups(
+    groups: list[Group], out: Path, args: argparse.Namespace, serve_args: list[str]
+) -> None:
+    """Every group's run in one event loop, their managed servers capped together by one set of slots:
+    on a GPU the groups' servers start side by side, on the CPU one at a time."""
+    slots = asyncio.Semaphore(args.parallel_servers)
+    runs = [
+        run(
+            RunOptions(
+                config=group_config(g, args.dtype, serve_args),
+                profile="smoke",
+                out=out / f"selftest-{g.name}",
+                source=resolve_source(args.data_dir),
+                batch_size=16,
+                models_dir=args.models_dir,
+                server_slots=slots,
+            )
+        )
+        for g in groups
+    ]
+    for result in await asyncio.gather(*runs, return_exceptions=True):
+        # A path that does not verify is reported by the gate's "path verified" check, per case.
+        if isinstance(result, BaseException) and not isinstance(result, PathNotVerified):
+            raise result
+
+
+def judge_groups(groups: list[Group], out: Path, dtype: str) -> list[CaseResult]:
+    results = []
+    for g in groups:
+        run_dir = out / f"selftest-{g.name}"
+        _, checks = judge(run_dir, Policy(), fresh=True)  # the built-in (nightly) policy
+        results += judge_group(g, run_dir, checks, dtype)
+    return results
 
 
 def table(results: list[CaseResult]) -> str:
@@ -264,7 +279,9 @@ def main(args: argparse.Namespace) -> int:
     serve_args = shlex.split(args.serve_args) if args.serve_args is not None else EAGER
     out = args.out.resolve() / f"selftest-{args.dtype}-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
-    results = [r for g in selected(args.only) for r in run_group(g, out, args, serve_args)]
+    groups = selected(args.only)
+    asyncio.run(_run_groups(groups, out, args, serve_args))
+    results = judge_groups(groups, out, args.dtype)
     md = table(results)
     (out / "selftest.md").write_text(md + "\n")
     (out / "selftest.json").write_text(json.dumps([asdict(r) | {"ok": r.ok} for r in results], indent=1))
