@@ -1,55 +1,91 @@
 #!/usr/bin/env bash
-# End to end on a CUDA GPU: kernel tests compiled for real, the kernel benchmark, and the smoke
-# pipeline (configs/gpu-tiny.yaml) against CUDA vLLM under torch.compile + CUDA graphs.
+# End to end on CUDA GPUs, as vLLM really serves: bf16, torch.compile and CUDA graphs (no --enforce-eager).
 #
-# usage: scripts/gpu-e2e.sh OUT_DIR [DATA_DIR]
-# Needs torch + Triton with a GPU, and vLLM: either installed, or the cut-down bundle that
-# ../shared/gpu-vllm/build.sh makes in .gpu_vllm/ (sourced here when present). Optional wheels
-# in .gpuwhl/ (math-verify and its deps, liger-kernel, flashinfer) are installed first.
+# usage: scripts/gpu-e2e.sh OUT_DIR PART...
+#   kernels   the kernel tests compiled for real, and the kernel benchmark (fused against RMSNorm + RoPE)
+#   selftest  the planted-bug catalogue in bf16 (every group side by side on one GPU)
+#   toy       configs/gpu-tiny.yaml: the trained toy models with the eagle3 draft, reference, A/A, platform
+#   tp2 dp2   configs/gpu-tiny-tp2.yaml / -dp2.yaml on two GPUs: the path proven in every rank
+#   offline   offline vllm.LLM with ROPE_EVAL_PATH set, fork and spawn (nothing touches CUDA at plugin load)
+#   fused     the fused split_qkv_rmsnorm_rope path beside native and triton (configs/gpu-fused.yaml)
+# Needs torch + Triton with a GPU, and vLLM: installed, or the cut-down bundle that
+# ../shared/gpu-vllm/build.sh makes in .gpu_vllm/ (sourced here when present). Wheels in .gpuwhl/ are
+# installed only for modules the machine lacks. Everything that must come back is written under OUT_DIR
+# as it goes: PART.log per part and one PART-runs.tgz of its run directories.
 set -uo pipefail
-OUT=${1:?usage: scripts/gpu-e2e.sh OUT_DIR [DATA_DIR]}
-DATA=${2:-${ROPE_EVAL_DATA:-../shared/data}}
+OUT=${1:?usage: scripts/gpu-e2e.sh OUT_DIR PART...}
+shift
 mkdir -p "$OUT"
-LOG="$OUT/log.txt"
 RUNS=${GPU_E2E_RUNS:-/tmp/gpu-e2e-runs}
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 VLLM_NO_USAGE_STATS=1
+# NVLink multicast stays off in NCCL, PyTorch and NVSHMEM, also in every server's environment (inherited).
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 VLLM_NO_USAGE_STATS=1 TOKENIZERS_PARALLELISM=false
+[ -f .gpu_vllm/install.sh ] && source .gpu_vllm/install.sh
 if [ -d .gpuwhl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/gpuwhl .gpuwhl/*.whl
+  python3 - <<'EOF'
+import importlib.util, pathlib, subprocess, sys, zipfile
+missing = []
+for whl in sorted(pathlib.Path(".gpuwhl").glob("*.whl")):
+    tops = {n.split("/")[0] for n in zipfile.ZipFile(whl).namelist() if not n.split("/")[0].endswith(".dist-info")}
+    mods = [t.removesuffix(".py") for t in tops if not t.endswith(".data")]
+    if not any(importlib.util.find_spec(m) for m in mods):
+        missing.append(str(whl))
+if missing:
+    print("installing", [pathlib.Path(m).name for m in missing], flush=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
+                    "--target", "/tmp/gpuwhl", *missing], check=True)
+EOF
   export PYTHONPATH=/tmp/gpuwhl${PYTHONPATH:+:$PYTHONPATH}
 fi
-[ -f .gpu_vllm/install.sh ] && source .gpu_vllm/install.sh
 # the plugin is found through its entry point, so the package must be installed
-python3 -m pip install -q --no-deps --no-build-isolation -e . || exit 1
-{ date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; } | tee "$LOG"
+python3 -m pip install -q --no-deps --no-build-isolation -e . >/dev/null || exit 1
+{ date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; } | tee "$OUT/device.txt"
 
-if [ -z "${GPU_E2E_SKIP_KERNELS:-}" ]; then
-  echo "== kernel tests, compiled for real" | tee -a "$LOG"
+# Several small servers share a GPU: a fixed KV size skips vLLM's start-up memory profiling, which fails
+# when another server allocates at the same moment.
+SERVE="--gpu-memory-utilization 0.04 --kv-cache-memory-bytes 2147483648 --attention-backend TRITON_ATTN"
+SERVE="$SERVE --max-num-seqs 16 --compilation-config '{\"cudagraph_capture_sizes\":[1,2,4,8,16]}'"
+
+pack() {  # pack PART: its run directories into one file under OUT
+  [ -d "$RUNS/$1" ] && tar -czf "$OUT/$1-runs.tgz" -C "$RUNS" "$1"
+}
+
+part_kernels() {
   python3 -m pytest -q -p no:cacheprovider tests/test_kernel_rope.py tests/test_kernel_fused.py \
-    tests/test_kernel_errors.py 2>&1 | tail -n 15 | tee -a "$LOG"
-  echo "== kernel benchmark" | tee -a "$LOG"
-  python3 -m eval_harness.kernels.bench --json "$OUT/bench.json" 2>&1 | tee -a "$LOG"
-fi
+    tests/test_kernel_errors.py 2>&1 | tail -n 15
+  python3 -m eval_harness.kernels.bench --json "$OUT/bench.json"
+}
 
-# One model at a time: two vLLM servers profiling GPU memory at once trip vLLM's start-up check
-# ("Error in memory profiling ... other processes ... release GPU memory").
-# Every path on qwen3-tiny (the planted bug included); glm4-tiny (partial GPT-J rotary) adds its
-# own form for native vs triton. Each server start compiles and captures graphs (about a minute).
-for spec in "qwen3-tiny" "glm4-tiny --path triton"; do
-  model=${spec%% *}
-  echo "== pipeline: configs/gpu-tiny.yaml, $spec" | tee -a "$LOG"
-  # shellcheck disable=SC2086
-  rope-eval eval configs/gpu-tiny.yaml --model $spec --profile smoke --out "$RUNS" --data-dir "$DATA" \
-    --models-dir /tmp/rope-eval-models --policy policies/gpu-bf16.yaml 2>&1 | grep -v '|' | tail -n 100 \
-    | tee -a "$LOG"
+part_selftest() {
+  CUDA_VISIBLE_DEVICES=${SELFTEST_GPU:-0} rope-eval selftest --dtype bfloat16 --serve-args "$SERVE" \
+    --parallel-servers "${SELFTEST_SERVERS:-12}" --out "$RUNS/selftest"
+  pack selftest
+}
+
+part_run() {  # part_run NAME CONFIG GPUS SERVERS
+  local name=$1 config=$2 gpus=$3 servers=$4
+  CUDA_VISIBLE_DEVICES=$gpus rope-eval run "$config" --profile smoke --out "$RUNS/$name" \
+    --parallel-servers "$servers"
+  for run in "$RUNS/$name"/*/; do rope-eval gate "$run" --policy policies/gpu-bf16.yaml; done
+  pack "$name"
+}
+
+part_offline() {
+  python3 -m pytest -q -p no:cacheprovider tests/test_offline_llm.py 2>&1 | tail -n 15
+}
+
+for part in "$@"; do
+  echo "== $part $(date -u +%T)" | tee -a "$OUT/parts.txt"
+  case $part in
+    kernels) part_kernels ;;
+    selftest) part_selftest ;;
+    toy) part_run toy configs/gpu-tiny.yaml "${TOY_GPU:-0}" 8 ;;
+    tp2) part_run tp2 configs/gpu-tiny-tp2.yaml 0,1 2 ;;
+    dp2) part_run dp2 configs/gpu-tiny-dp2.yaml 0,1 2 ;;
+    fused) part_run fused configs/gpu-fused.yaml "${FUSED_GPU:-0}" 4 ;;
+    offline) part_offline ;;
+    *) echo "unknown part $part" ;;
+  esac > "$OUT/$part.log" 2>&1
+  rc=$?
+  echo "== $part done $(date -u +%T), exit $rc" | tee -a "$OUT/parts.txt"
 done
-for RUN in "$RUNS"/*/; do
-  for only in triton platform; do
-    echo "== $(basename "$RUN"): gate --only $only" | tee -a "$LOG"
-    rope-eval gate "$RUN" --policy policies/gpu-bf16.yaml --only "$only" 2>&1 | tee -a "$LOG"
-    echo "exit ${PIPESTATUS[0]}" | tee -a "$LOG"
-  done
-  echo "== $(basename "$RUN"): gate, all paths (the planted bug included)" | tee -a "$LOG"
-  rope-eval gate "$RUN" --policy policies/gpu-bf16.yaml 2>&1 | tail -n 3 | tee -a "$LOG"
-  echo "exit ${PIPESTATUS[0]}" | tee -a "$LOG"
-done
-tar -czf "$OUT/runs.tgz" -C "$RUNS" .
