@@ -69,9 +69,17 @@ class SuiteConfig(Strict):
     )
     margin: float = Field(0.02, gt=0.0, le=1.0)  # TOST equivalence margin on accuracy
 
+    @field_validator("limit")
+    @classmethod
+    def _positive_limits(cls, v: dict[str, int | None]) -> dict[str, int | None]:
+        bad = {k: n for k, n in v.items() if n is not None and n < 1}
+        if bad:
+            raise ValueError(f"limits must be at least 1 problem (or null for the whole split): {bad}")
+        return v
+
 
 class LogprobConfig(Strict):
-    """L1: teacher-forced scoring of the baseline's sequences under every path."""
+    """L1: teacher-forced scoring of the reference's sequences under every arm."""
 
     top_k: int = Field(5, ge=1, le=20)
     # longest probe text (chars) for models that run no suite; its tail fills the context window
@@ -79,6 +87,13 @@ class LogprobConfig(Strict):
     sequences: dict[Profile, int] = Field(
         default_factory=lambda: {"smoke": 16, "nightly": 128, "release": 512}
     )
+
+    @field_validator("sequences")
+    @classmethod
+    def _positive(cls, v: dict[str, int]) -> dict[str, int]:
+        if any(n < 1 for n in v.values()):
+            raise ValueError(f"L1 needs at least 1 sequence per profile: {v}")
+        return v
 
 
 class DraftConfig(Strict):
