@@ -152,13 +152,27 @@ def _kl_histograms(me: ModelEvaluation) -> tuple[list[float], dict[str, list[int
 
 
 def _acceptance_series(me: ModelEvaluation) -> dict[str, list[float]]:
-    series: dict[str, list[float]] = {}
+    """Acceptance rate per draft position of each arm, pooled over its suites (weighted by drafts)."""
+    pooled: dict[str, list[tuple[float, tuple[float, ...]]]] = {}
     for c in me.comparisons:
         if c.kind is Kind.REF:
-            for suite, acc in c.acceptance.items():
-                series.setdefault(f"{c.a} {suite}", list(acc.a.per_position_rate))
-                series[f"{c.b} {suite}"] = list(acc.b.per_position_rate)
+            for acc in c.acceptance.values():
+                pooled.setdefault(c.a, []).append((acc.a.num_drafts, acc.a.per_position_rate))
+                pooled.setdefault(c.b, []).append((acc.b.num_drafts, acc.b.per_position_rate))
+    series = {}
+    for label, parts in pooled.items():
+        drafts = sum(d for d, _ in parts)
+        width = max(len(r) for _, r in parts)
+        if drafts > 0:
+            series[label] = [
+                sum(d * (r[i] if i < len(r) else 0.0) for d, r in parts) / drafts for i in range(width)
+            ]
     return series
+
+
+def _spans_decades(rows: list[plots.Interval]) -> bool:
+    values = [v for r in rows for v in (r.low, r.high) if v > 0]
+    return bool(values) and max(values) / min(values) > 20
 
 
 def figures(me: ModelEvaluation, policy: Policy) -> list[str]:
@@ -173,7 +187,7 @@ def figures(me: ModelEvaluation, policy: Policy) -> list[str]:
             _ratio_rows(me),
             "L1: distance relative to the farthest anchor, 95% CI",
             "ratio (1 = as close as the anchors)",
-            log=True,
+            log=_spans_decades(_ratio_rows(me)),
             lines=[(1.0, "anchors"), (1.0 + policy.l1.margins.get(PRIMARY, 0.0), "limit")],
         ),
         plots.intervals(
