@@ -84,14 +84,20 @@ def verify(path: str, records: list[ProcessCounts] | None) -> Verification:
     return Verification(Status.VERIFIED, f"{counts[path]} calls of {path}", counts)
 
 
-def verify_instances(path: str, by_instance: dict[str, list[ProcessCounts]]) -> Verification:
-    """An arm served by one or more server starts (a resumed run): every start must verify."""
-    if not by_instance:
-        return Verification(Status.FAILED, f"no server start of {path} left call counts")
-    results = {instance: verify(path, records) for instance, records in by_instance.items()}
-    for instance, v in results.items():
+def verify_instances(
+    path: str, by_instance: dict[str, list[ProcessCounts]], served: set[str]
+) -> Verification:
+    """An arm served by one or more server starts (a resumed run): every start that produced a sample
+    must verify. A start that served nothing (stopped during start-up) proves nothing and needs nothing."""
+    if not served:
+        return Verification(Status.FAILED, f"no server start of {path} produced a sample")
+    missing = sorted(served - set(by_instance))
+    if missing:
+        return Verification(Status.FAILED, f"server starts {missing} served samples but left no call counts")
+    for instance in sorted(served):
+        v = verify(path, by_instance[instance])
         if not v.verified:
             return Verification(v.status, f"server start {instance}: {v.detail}", v.counts)
-    counts = total_counts([r for records in by_instance.values() for r in records])
-    starts = f" over {len(results)} server starts" if len(results) > 1 else ""
+    counts = total_counts([r for i in sorted(served) for r in by_instance[i]])
+    starts = f" over {len(served)} server starts" if len(served) > 1 else ""
     return Verification(Status.VERIFIED, f"{counts.get(path, 0)} calls of {path}{starts}", counts)

@@ -38,6 +38,7 @@ class Sample(Record):
     prompt_logprobs: list[list[list[float]] | None] | None = None
     finish_reason: str | None = None
     batch: int | None = None
+    server: str | None = None  # the server start that produced it: its counts must prove the path
 
 
 class Score(Record):

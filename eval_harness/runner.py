@@ -93,7 +93,7 @@ def shuffled(works: list[Work], seed: int | None) -> list[Work]:
     return out
 
 
-def to_sample(res: Result, work: Work, kind: str, batch: int | None) -> Sample:
+def to_sample(res: Result, work: Work, kind: str, batch: int | None, server: str | None) -> Sample:
     def pairs(d: dict[int, float] | None) -> list[list[float]] | None:
         return None if d is None else [[k, v] for k, v in d.items()]
 
@@ -112,6 +112,7 @@ def to_sample(res: Result, work: Work, kind: str, batch: int | None) -> Sample:
         prompt_token_ids=res.prompt_token_ids,
         finish_reason=res.finish_reason,
         batch=batch,
+        server=server,
         top_logprobs=[pairs(d) for d in res.top_logprobs] if res.top_logprobs else None,
         prompt_logprobs=[pairs(d) for d in res.prompt_logprobs] if res.prompt_logprobs else None,
     )
@@ -170,8 +171,10 @@ class ArmRunner:
                 batch = b // size
                 before = await self._scrape(endpoint) if spec_decode else None
 
-                def store(res: Result, batch: int = batch) -> None:
-                    sample = to_sample(res, by_key[res.key], kind, batch)
+                server = endpoint.server.spec.instance if endpoint.server else None
+
+                def store(res: Result, batch: int = batch, server: str | None = server) -> None:
+                    sample = to_sample(res, by_key[res.key], kind, batch, server)
                     self.store.append_sample(sample)
                     self.done[sample.key] = sample
                     bar.update()
@@ -383,7 +386,8 @@ class ModelRun:
             if endpoint.server is not None:
                 await asyncio.to_thread(endpoint.server.stop)
         if endpoint.server is not None:
-            verification = verify_instances(plan.path, store.counts())
+            served = {s.server for s in arm.done.values() if s.server is not None}
+            verification = verify_instances(plan.path, store.counts(), served)
         else:
             verification = _verify_attached(plan.path, endpoint.counts_dir)
         seconds = round(time.monotonic() - t0, 1)
