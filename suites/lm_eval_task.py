@@ -21,7 +21,6 @@ comes from `data_dir` or the environment, so `suites/lm_eval_tasks/gsm8k_local.y
 from __future__ import annotations
 
 import difflib
-import functools
 import hashlib
 import json
 import os
@@ -138,14 +137,18 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise LmEvalTaskError(f"lm-eval cannot read the task YAML {path}: {type(e).__name__}: {e}") from e
 
 
-@functools.cache
+_TASK_MANAGERS: dict[bool, TaskManager] = {}
+
+
 def _task_manager(include_defaults: bool) -> tuple[TaskManager, float]:
-    """lm-eval's task index, built once per process: indexing its ~15k bundled YAMLs takes tens of
-    seconds, and a local YAML needs none of them."""
+    """lm-eval's task index and the seconds spent building it (0 when reused): built once per process,
+    since indexing lm-eval's ~15k bundled YAMLs takes tens of seconds, and a local YAML needs none."""
+    if include_defaults in _TASK_MANAGERS:
+        return _TASK_MANAGERS[include_defaults], 0.0
     from lm_eval.tasks import TaskManager
 
     t0 = time.monotonic()
-    tm = TaskManager(include_defaults=include_defaults)
+    tm = _TASK_MANAGERS[include_defaults] = TaskManager(include_defaults=include_defaults)
     return tm, time.monotonic() - t0
 
 
@@ -180,13 +183,15 @@ def resolve_task(
         cfg, where = _registered_config(task, tm), f"lm-eval task {task!r}"
     if not isinstance(cfg.get("task"), str) or "group" in cfg:
         raise LmEvalTaskError(f"{where} does not define one task (a `task:` name, no `group:`)")
+    cfg = {**cfg, **(overrides or {})}
     variables = dict(os.environ)
     if data_dir is not None:
         variables[ENV_DATA] = str(Path(data_dir).expanduser().resolve())
+    # only where data is named: prompts may hold `${...}` of their own (LaTeX, shell)
     for key in ("dataset_path", "dataset_kwargs"):
         if key in cfg:
             cfg[key] = _expand(cfg[key], variables, where)
-    return {**cfg, **(overrides or {})}, tm, index_s
+    return cfg, tm, index_s
 
 
 # ---- the server ------------------------------------------------------------------------------------
