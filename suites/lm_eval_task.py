@@ -483,9 +483,10 @@ def run_task(
             torch_random_seed=None,
         )
     except Exception as e:
-        if clock.first is not None or _is_connection_error(e):
+        if _is_request_error(e):
             raise LmEvalServerError(
-                f"lm-eval's requests to {server_root(base_url)} failed: {type(e).__name__}: {e}"
+                f"lm-eval's requests to {server_root(base_url)} failed after {max_retries} tries: "
+                f"{type(e).__name__}: {e}{_hint(e, tokenizer)}"
             ) from e
         raise
     t_end = time.monotonic()
@@ -524,8 +525,22 @@ def run_task(
     )
 
 
-def _is_connection_error(e: BaseException) -> bool:
+def _is_request_error(e: BaseException) -> bool:
+    """An HTTP failure of lm-eval's requests (after its retries), as opposed to a failure in lm-eval."""
     import aiohttp
     import requests
 
-    return isinstance(e, aiohttp.ClientConnectionError | requests.ConnectionError | ConnectionError)
+    return isinstance(e, aiohttp.ClientError | requests.RequestException | ConnectionError | TimeoutError)
+
+
+def _hint(e: BaseException, tokenizer: str | None) -> str:
+    """lm-eval logs the server's reply but raises only the status; name the usual cause of a 400."""
+    if (
+        getattr(e, "status", None) != 400
+        and getattr(getattr(e, "response", None), "status_code", None) != 400
+    ):
+        return ""
+    fix = "raise the server's --max-model-len" + (
+        "" if tokenizer else ", or pass tokenizer= so lm-eval truncates"
+    )
+    return f" (see lm-eval's log for the server's reply; usually a prompt longer than the context: {fix})"

@@ -127,6 +127,25 @@ def test_dead_server_is_a_clear_error_not_a_hang():
     assert time.monotonic() - t0 < 60
 
 
+def test_docs_example_yaml_builds(tmp_path):
+    """The own-YAML example in docs/suites.md is a task lm-eval builds, with its data found through
+    ${ROPE_EVAL_DATA}, and its filter extracts what the doc says."""
+    from eval_harness.suites.lm_eval_task import build_task
+
+    doc = (Path(__file__).resolve().parents[1] / "docs/suites.md").read_text()
+    example = doc.split("`my_tasks/arith.yaml`:\n\n```yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "my_arith").mkdir()
+    rows = [{"question": "2 + 3?", "answer": "5"}, {"question": "7 - 9?", "answer": "-2"}]
+    (tmp_path / "my_arith/test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    task = build_task(_yaml(tmp_path, example), data_dir=tmp_path)
+    task.build_all_requests(limit=None, rank=0, world_size=1)
+    for inst, text in zip(task.instances, ["2 + 3 = 5", "7 - 9 = -2"], strict=True):
+        inst.resps.append(text)
+    task.apply_filters()
+    assert [i.filtered_resps["last-number"] for i in task.instances] == ["5", "-2"]
+    assert task.process_results(rows[1], ["-2"]) == {"exact_match": 1.0}
+
+
 def test_server_root():
     for url in ("http://h:1", "http://h:1/", "http://h:1/v1", "http://h:1/v1/completions"):
         assert server_root(url) == "http://h:1"
