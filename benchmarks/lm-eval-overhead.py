@@ -172,8 +172,8 @@ def main() -> None:
         spec = ServerSpec(
             model=str(weights_dir("qwen3-toy")),
             path=parse_path("native"),
-            run_dir=Path(tmp),
-            label="native",
+            log_file=Path(tmp) / "server.log",
+            counts_dir=Path(tmp) / "counts",
             serve_args=[*SERVE_ARGS, "--served-model-name", "qwen3-toy"],
         )
         with VllmServer(spec) as server:

@@ -161,11 +161,12 @@ def toy_server(tmp_path_factory):
     from eval_harness.toy import weights_dir
 
     args = ["--dtype", "float32", "--max-model-len", "2048", "--enforce-eager", "--max-num-seqs", "16"]
+    run_dir = tmp_path_factory.mktemp("lm-eval-srv")
     spec = ServerSpec(
         model=str(weights_dir("qwen3-toy")),
         path=parse_path("native"),
-        run_dir=tmp_path_factory.mktemp("lm-eval-srv"),
-        label="native",
+        log_file=run_dir / "server.log",
+        counts_dir=run_dir / "counts",
         serve_args=[*args, "--served-model-name", "qwen3-toy"],
     )
     with VllmServer(spec) as server:
