@@ -77,8 +77,9 @@ def worker(config: str, url: str, limit: int, out: Path) -> None:
     t0 = time.monotonic()
     add_env_info({})
     env_info_s = time.monotonic() - t0
+    shown = os.path.relpath(task, REPO) if task.endswith(".yaml") else task  # no machine paths in results
     out.write_text(
-        json.dumps({"config": config, "task": task, "arms": arms, "env_info_s": env_info_s}, indent=2)
+        json.dumps({"config": config, "task": shown, "arms": arms, "env_info_s": env_info_s}, indent=2)
     )
 
 
