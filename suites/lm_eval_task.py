@@ -43,6 +43,12 @@ if TYPE_CHECKING:
 TASKS_DIR = Path(__file__).parent / "lm_eval_tasks"
 GSM8K_LOCAL = TASKS_DIR / "gsm8k_local.yaml"
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+SUITE_PREFIX = "lm-eval:"  # a run config's suite entry `lm-eval:<task name or YAML path>`
+
+
+def task_of_suite(suite_name: str) -> str | None:
+    """The lm-eval task a suite entry names (`lm-eval:gsm8k` -> "gsm8k"); None for rope-eval's own."""
+    return suite_name.removeprefix(SUITE_PREFIX) if suite_name.startswith(SUITE_PREFIX) else None
 
 
 class LmEvalTaskError(ValueError):
@@ -434,16 +440,12 @@ def run_task(
     `gen_kwargs` update the task's generation_kwargs (as lm-eval's --gen_kwargs); `overrides` replace
     top-level task config keys (e.g. `dataset_kwargs` to point a registered task at local data).
     Raises LmEvalTaskError (the task) or LmEvalServerError (the server), each with the reason."""
-    t0 = time.monotonic()
-    import_s = _import_lm_eval()
-    import lm_eval
-    from lm_eval import simple_evaluate
-
-    cfg, tm, index_s = resolve_task(task, data_dir, overrides)
-    t_task = time.monotonic()
+    marks = {"start": time.monotonic(), "import_s": _import_lm_eval()}
+    cfg, tm, marks["index_s"] = resolve_task(task, data_dir, overrides)
+    t = time.monotonic()
     loaded = _load(tm, cfg, task)
     _check_task(loaded, task, chat)
-    task_s = time.monotonic() - t_task
+    marks["task_s"] = time.monotonic() - t
     check_server(base_url, model_name)
     model_type = "local-chat-completions" if chat else "local-completions"
     margs = model_args_for(
@@ -459,29 +461,19 @@ def run_task(
         think_end_token=think_end_token,
     )
     clock = _RequestClock()
-    t_model = time.monotonic()
+    t = time.monotonic()
     lm = _build_model(model_type, margs, clock)
-    model_s = time.monotonic() - t_model
+    marks["model_s"] = time.monotonic() - t
+    evaluate_kwargs = dict(
+        limit=limit,
+        num_fewshot=num_fewshot,
+        gen_kwargs=dict(gen_kwargs) if gen_kwargs else None,
+        apply_chat_template=chat,
+        fewshot_as_multiturn=fewshot_as_multiturn if chat else False,
+        bootstrap_iters=bootstrap_iters,
+    )
     try:
-        results = simple_evaluate(
-            model=lm,
-            tasks=[loaded],
-            task_manager=tm,
-            limit=limit,
-            num_fewshot=num_fewshot,
-            gen_kwargs=dict(gen_kwargs) if gen_kwargs else None,
-            log_samples=True,
-            use_cache=None,  # lm-eval's cache key omits the model and the server: never share it
-            cache_requests=False,
-            apply_chat_template=chat,
-            fewshot_as_multiturn=fewshot_as_multiturn if chat else False,
-            bootstrap_iters=bootstrap_iters,
-            # no global seeding in the caller's process: lm-eval's prompts depend only on the
-            # task's own few-shot generator (fewshot_random_seed, left at lm-eval's default)
-            random_seed=None,
-            numpy_random_seed=None,
-            torch_random_seed=None,
-        )
+        results = _evaluate(lm, loaded, tm, evaluate_kwargs)
     except Exception as e:
         if _is_request_error(e):
             raise LmEvalServerError(
@@ -489,17 +481,64 @@ def run_task(
                 f"{type(e).__name__}: {e}{_hint(e, tokenizer)}"
             ) from e
         raise
-    t_end = time.monotonic()
-    assert results is not None  # single process: rank 0 always returns
-    name = loaded.config.task
+    timing = _timing(marks, clock, time.monotonic())
+    return _task_run(task, loaded.config.task, results, model_type, margs, timing)
+
+
+def _evaluate(lm: LM, loaded: Any, tm: TaskManager, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """lm-eval's `simple_evaluate` (what `lm_eval run` does) on the built task, samples logged."""
+    from lm_eval import simple_evaluate
+
+    results = simple_evaluate(
+        model=lm,
+        tasks=[loaded],
+        task_manager=tm,
+        log_samples=True,
+        use_cache=None,  # lm-eval's cache key omits the model and the server: never share it
+        cache_requests=False,
+        # no global seeding in the caller's process: lm-eval's prompts depend only on the task's
+        # own few-shot generator (fewshot_random_seed, left at lm-eval's default)
+        random_seed=None,
+        numpy_random_seed=None,
+        torch_random_seed=None,
+        **kwargs,
+    )
+    assert results is not None  # one process is rank 0, which always gets the results
+    return dict(results)
+
+
+def _timing(marks: dict[str, float], clock: _RequestClock, end: float) -> LmEvalTiming:
+    first = clock.first if clock.first is not None else end
+    last = clock.last if clock.last is not None else end
+    return LmEvalTiming(
+        import_s=marks["import_s"],
+        index_s=marks["index_s"],
+        task_s=marks["task_s"],
+        model_s=marks["model_s"],
+        before_first_request_s=first - marks["start"],
+        requests_s=last - first,
+        after_last_response_s=end - last,
+        total_s=end - marks["start"],
+        n_requests=clock.n,
+    )
+
+
+def _task_run(
+    spec: str,
+    name: str,
+    results: dict[str, Any],
+    model_type: str,
+    model_args: dict[str, Any],
+    timing: LmEvalTiming,
+) -> TaskRun:
+    import lm_eval
+
     docs, keys = docs_from_samples(results["samples"][name])
     agg, err = _aggregates(results["results"][name])
     config = _json_safe(results["configs"][name])
-    first = clock.first if clock.first is not None else t_end
-    last = clock.last if clock.last is not None else t_end
     return TaskRun(
         task=name,
-        spec=task,
+        spec=spec,
         docs=docs,
         metric_keys=keys,
         aggregate=agg,
@@ -507,21 +546,11 @@ def run_task(
         n_docs=len(docs),
         lm_eval_version=lm_eval.__version__,
         model_type=model_type,
-        model_args=_json_safe(margs),
+        model_args=_json_safe(model_args),
         gen_kwargs=_json_safe(config.get("generation_kwargs", {})),
         task_config=config,
         task_hash="sha256:" + hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest(),
-        timing=LmEvalTiming(
-            import_s=import_s,
-            index_s=index_s,
-            task_s=task_s,
-            model_s=model_s,
-            before_first_request_s=first - t0,
-            requests_s=last - first,
-            after_last_response_s=t_end - last,
-            total_s=t_end - t0,
-            n_requests=clock.n,
-        ),
+        timing=timing,
     )
 
 

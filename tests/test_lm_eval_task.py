@@ -22,6 +22,7 @@ from eval_harness.suites.lm_eval_task import (
     resolve_task,
     run_task,
     server_root,
+    task_of_suite,
 )
 
 DATA = Path(os.environ.get("ROPE_EVAL_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -144,6 +145,15 @@ def test_docs_example_yaml_builds(tmp_path):
     task.apply_filters()
     assert [i.filtered_resps["last-number"] for i in task.instances] == ["5", "-2"]
     assert task.process_results(rows[1], ["-2"]) == {"exact_match": 1.0}
+
+
+def test_suite_entry_names_the_task():
+    assert task_of_suite("lm-eval:gsm8k") == "gsm8k"
+    assert (
+        task_of_suite("lm-eval:suites/lm_eval_tasks/gsm8k_local.yaml")
+        == "suites/lm_eval_tasks/gsm8k_local.yaml"
+    )
+    assert task_of_suite("gsm8k") is None
 
 
 def test_server_root():
