@@ -1,30 +1,62 @@
-"""AIME 2024 + 2025 with the Qwen3 prompt; answer = last \\boxed{} (nested braces), compared as an
-integer, with math-verify deciding equivalence when the box holds an expression (suites/aime.yaml)."""
+"""AIME 2024 + 2025 with the Qwen3 prompt (suites/aime.yaml).
+
+A verdict comes from exactly one of two rules, and nothing else:
+1. the last-`\\boxed{}` integer rule: when the last `\\boxed{...}` (braces matched) holds an ASCII integer
+   (leading zeros allowed: answer keys are written 000-999), it is compared with the reference;
+2. otherwise math-verify's verdict on the whole answer (the text after thinking): its own extraction
+   and equivalence, untouched.
+The departures in `AIMEOptions` are off unless a config turns them on, and every verdict names them.
+"""
 
 from __future__ import annotations
 
 import re
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from .base import Item, ModelOutput, Prompt, Verdict, load_spec, output_details, split_thinking
+from .base import (
+    Item,
+    ModelOutput,
+    Prompt,
+    Verdict,
+    departures_of,
+    load_spec,
+    output_details,
+    split_thinking,
+)
 from .data import DataMissingError, DataSource, load_hub_rows, read_local_jsonl
 
 SPEC = load_spec("aime")
-_BOX = re.compile(r"\\(?:boxed|fbox)")
 
 
-def last_boxed(text: str) -> str | None:
-    """Content of the last \\boxed{...} (or \\fbox), matching nested braces. None when there is none
-    or the last one is unclosed (truncated), as in lm-eval; `\\boxed 70` (no braces) also counts."""
-    starts = [m.end() for m in _BOX.finditer(text)]
+@dataclass(frozen=True)
+class AIMEOptions:
+    """Departures from the two rules above; all off by default."""
+
+    # `\fbox{...}` counts as a box for the integer rule (math-verify does not read \fbox).
+    fbox: bool = False
+    # Non-ASCII decimal digits (Arabic-Indic, full-width, ...) count in the integer rule: "\boxed{٧٠}" is 70.
+    unicode_digits: bool = False
+
+    @property
+    def departures(self) -> tuple[str, ...]:
+        return departures_of(self)
+
+
+_BOXED = re.compile(r"\\boxed(?=\s*\{)")
+_BOXED_OR_FBOX = re.compile(r"\\(?:boxed|fbox)(?=\s*\{)")
+_ASCII_INT = re.compile(r"[0-9]+", re.ASCII)
+_ANY_DIGITS = re.compile(r"\d+")
+
+
+def last_boxed(text: str, fbox: bool = False) -> str | None:
+    """Content of the last `\\boxed{...}` (or `\\fbox{...}` with `fbox`), matching nested braces and
+    stripped; None when there is none or the last one is unclosed (truncated)."""
+    starts = [m.end() for m in (_BOXED_OR_FBOX if fbox else _BOXED).finditer(text)]
     if not starts:
         return None
-    rest = text[starts[-1] :]
-    body = rest.lstrip()
-    if not body.startswith("{"):
-        m = re.match(r"\s+([^\s$]+)", rest)
-        return m.group(1) if m else None
+    body = text[starts[-1] :].lstrip()
     depth = 0
     for i, ch in enumerate(body):
         if ch == "{":
@@ -36,57 +68,55 @@ def last_boxed(text: str) -> str | None:
     return None
 
 
-_STRIP = [
-    (re.compile(r"\\text\{([^{}]*)\}"), r"\1"),
-    (re.compile(r"\\(?:mathrm|textbf|mathbf)\{([^{}]*)\}"), r"\1"),
-    (re.compile(r"\^\{?\\circ\}?"), ""),
-    (re.compile(r"\\[,;:!]|\\ |\$|\s"), ""),
-]
-
-
-def as_integer(answer: str) -> int | None:
-    """`025`, `25`, `25.0`, `{,}`-less `1,000`, `\\text{25}` -> int; anything else -> None."""
-    s = answer
-    for pattern, repl in _STRIP:
-        s = pattern.sub(repl, s)
-    s = s.replace("{,}", "").replace(",", "")
-    if re.fullmatch(r"[+-]?\d+(?:\.0*)?", s):
-        return int(float(s)) if "." in s else int(s)
+def as_integer(answer: str, unicode_digits: bool = False) -> int | None:
+    """The integer a box holds, when it holds nothing but decimal digits; else None."""
+    if (_ANY_DIGITS if unicode_digits else _ASCII_INT).fullmatch(answer):
+        return int(answer)  # int() reads every Unicode decimal digit
     return None
 
 
-def math_equal(answer: str, reference: int) -> bool:
-    """math-verify equivalence. Its timeouts use SIGALRM, which only the main thread may set."""
+def math_verify_verdict(answer_text: str, reference: int) -> tuple[bool, str | None]:
+    """math-verify's verdict on the whole answer text against the reference, with its default
+    extraction, and the answer it extracted (None when it found none). Its timeouts use SIGALRM, which
+    only the main thread may set."""
     from math_verify import parse, verify
 
     timeout = 5 if threading.current_thread() is threading.main_thread() else None
     try:
         gold = parse(f"${reference}$", parsing_timeout=timeout)
-        pred = parse(f"${answer}$", parsing_timeout=timeout)
-        return bool(pred) and verify(gold, pred, timeout_seconds=timeout)
-    except Exception:
-        return False
+        pred = parse(answer_text, parsing_timeout=timeout)
+        extracted = str(pred[-1]) if pred else None
+        return bool(pred) and verify(gold, pred, timeout_seconds=timeout), extracted
+    except Exception:  # math-verify's own failures (timeouts, sympy errors) mean "not shown equal"
+        return False, None
 
 
-def score_answer(answer_text: str, reference: int) -> Verdict:
-    boxed = last_boxed(answer_text)
-    if boxed is None:
-        return Verdict(False, None, "no \\boxed{} answer", {})
-    value = as_integer(boxed)
+def score_answer(answer_text: str, reference: int, options: AIMEOptions | None = None) -> Verdict:
+    options = options or AIMEOptions()
+    details: dict = {"departures": list(options.departures)}
+    boxed = last_boxed(answer_text, fbox=options.fbox)
+    value = None if boxed is None else as_integer(boxed, options.unicode_digits)
     if value is not None:
         ok = value == int(reference)
-        return Verdict(
-            ok, boxed, f"integer {value} {'==' if ok else '!='} {reference}", {"method": "integer"}
-        )
-    ok = math_equal(boxed, int(reference))
-    how = "equivalent to" if ok else "not equivalent to"
-    return Verdict(ok, boxed, f"math-verify: {boxed!r} {how} {reference}", {"method": "math-verify"})
+        reason = f"integer {value} {'==' if ok else '!='} {reference}"
+        return Verdict(ok, boxed, reason, {**details, "method": "integer"})
+    ok, extracted = math_verify_verdict(answer_text, int(reference))
+    if extracted is None:
+        reason = "math-verify: no answer found"
+    else:
+        reason = f"math-verify: {extracted!r} {'equivalent' if ok else 'not equivalent'} to {reference}"
+    return Verdict(ok, extracted, reason, {**details, "method": "math-verify"})
 
 
 class AIME:
     name = "aime"
     styles = tuple(SPEC["styles"])
     default_style = SPEC["default_style"]
+    Options = AIMEOptions
+
+    def __init__(self, options: AIMEOptions | None = None) -> None:
+        self.options = options or AIMEOptions()
+        self.departures = self.options.departures
 
     def _rows(self, source: DataSource, year: str) -> list[dict]:
         rel = SPEC["local"][year]
@@ -136,10 +166,10 @@ class AIME:
     def score(self, item: Item, output: ModelOutput, style: str | None = None) -> Verdict:
         split = split_thinking(output)
         details = output_details(output, split)
-        if split.unfinished_thinking:
-            return Verdict(False, None, "thinking never finished: no answer", details)
-        v = score_answer(split.answer, item.reference)
-        return Verdict(v.correct, v.extracted, v.reason, {**v.details, **details})
+        v = score_answer(split.answer, item.reference, self.options)
+        # cut while thinking: the answer is what preceded `<think>`, usually nothing
+        reason = f"thinking never finished; {v.reason}" if split.unfinished_thinking else v.reason
+        return Verdict(v.correct, v.extracted, reason, {**v.details, **details})
 
     def score_many(
         self, pairs: Sequence[tuple[Item, ModelOutput]], workers: int | None = None, style: str | None = None

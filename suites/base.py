@@ -9,8 +9,8 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -91,7 +91,9 @@ def suite_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_suite(name: str) -> Suite:
+def get_suite(name: str, options: Mapping[str, bool] | None = None) -> Suite:
+    """The suite `name`, with its scoring options (departures from the reference scorer) switched on as
+    given; with none, the suite scores exactly as its reference (lm-eval, math-verify) does."""
     try:
         target: Any = _REGISTRY[name]
     except KeyError:
@@ -99,7 +101,26 @@ def get_suite(name: str) -> Suite:
     if isinstance(target, str):
         module, _, attr = target.partition(":")
         target = getattr(importlib.import_module(module), attr)
-    return target()
+    if not options:
+        return target()
+    options_cls = getattr(target, "Options", None)
+    if options_cls is None:
+        raise ValueError(f"suite {name!r} takes no options; got {sorted(options)}")
+    known = {f.name for f in fields(options_cls)}
+    if unknown := sorted(set(options) - known):
+        raise ValueError(f"suite {name!r}: unknown options {unknown}; known: {sorted(known)}")
+    return target(options=options_cls(**options))
+
+
+def departures_of(options: object) -> tuple[str, ...]:
+    """The switched-on boolean fields of a suite's options dataclass, as report names ("unicode-minus").
+    Every verdict carries them, so a score can always say which non-reference rules produced it."""
+    return tuple(f.name.replace("_", "-") for f in fields(options) if getattr(options, f.name) is True)  # type: ignore[arg-type]
+
+
+def suite_departures(suite: object) -> tuple[str, ...]:
+    """A suite's switched-on departures; () for suites that have none."""
+    return tuple(getattr(suite, "departures", ()))
 
 
 def load_spec(name: str) -> dict:

@@ -1,4 +1,9 @@
-"""GSM8K: lm-eval-compatible prompts and strict/flexible extraction (suites/gsm8k.yaml)."""
+"""GSM8K: lm-eval-compatible prompts and strict/flexible extraction (suites/gsm8k.yaml).
+
+By default a verdict is exactly lm-eval 0.4.13's: its regex + take_first filters and its exact_match
+normalisation, applied to the text after the last `</think>` (lm-eval's `think_end_token`). The
+departures in `GSM8KOptions` are off unless a config turns them on, and every verdict names them.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,38 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .base import Item, ModelOutput, Prompt, Verdict, load_spec, output_details, split_thinking
+from .base import (
+    Item,
+    ModelOutput,
+    Prompt,
+    Verdict,
+    departures_of,
+    load_spec,
+    output_details,
+    split_thinking,
+)
 from .data import DataSource, load_hub_rows, read_local_jsonl, resolve_source
 
 SPEC = load_spec("gsm8k")
+# U+2212 minus sign, U+2012 figure dash, U+2013 en dash: read as '-' only under `unicode_minus`.
 _UNICODE_MINUS = str.maketrans({"\u2212": "-", "\u2012": "-", "\u2013": "-"})
+THINK_END = "</think>"
+
+
+@dataclass(frozen=True)
+class GSM8KOptions:
+    """Departures from lm-eval's gsm8k scoring; all off by default."""
+
+    # Unicode minus signs and dashes count as '-': lm-eval's regexes only know ASCII '-', so "#### −3"
+    # is "[invalid]" there and -3 here.
+    unicode_minus: bool = False
+    # An opened, never closed `<think>` leaves no answer (the output was cut while thinking); lm-eval
+    # scores such a text whole, so a number inside the unfinished thinking can still match.
+    unclosed_think_no_answer: bool = False
+
+    @property
+    def departures(self) -> tuple[str, ...]:
+        return departures_of(self)
 
 
 @dataclass(frozen=True)
@@ -45,11 +77,13 @@ HASH_STRICT = Extractor(r"#### (\-?[0-9\.\,]+)")
 FLEXIBLE = Extractor(SPEC["flexible-extract"]["regex"], SPEC["flexible-extract"]["group_select"])
 
 
-def score_text(answer_text: str, reference: str, strict: Extractor = HASH_STRICT) -> Verdict:
+def score_text(
+    answer_text: str, reference: str, strict: Extractor = HASH_STRICT, *, unicode_minus: bool = False
+) -> Verdict:
     """Score an answer text (thinking already removed) against a reference (a number, or a full
-    GSM8K solution ending in `#### N`). Reusable by any suite whose answers follow the same rules.
-    Extension over lm-eval: Unicode minus and dashes count as '-' (a no-op on ASCII text)."""
-    text = answer_text.translate(_UNICODE_MINUS)
+    GSM8K solution ending in `#### N`) as lm-eval does. Reusable by any suite whose answers follow the
+    same rules. `unicode_minus` is a departure: Unicode minus and dashes count as '-'."""
+    text = answer_text.translate(_UNICODE_MINUS) if unicode_minus else answer_text
     ref = normalise(reference)
     results = {}
     for name, extractor in (("strict-match", strict), ("flexible-extract", FLEXIBLE)):
@@ -64,6 +98,12 @@ def score_text(answer_text: str, reference: str, strict: Extractor = HASH_STRICT
         reason = f"{SPEC['primary']}: {primary['extracted']} != {ref}"
     extracted = None if primary["extracted"] == "[invalid]" else primary["extracted"]
     return Verdict(primary["correct"], extracted, reason, {"filters": results, "reference": ref})
+
+
+def lm_eval_answer(text: str) -> str:
+    """What lm-eval's filters see with `think_end_token="</think>"`: the text after the last
+    `</think>`, left-stripped; the whole text when there is none (lm-eval's postprocess_generated_text)."""
+    return text.split(THINK_END)[-1].lstrip()
 
 
 @functools.cache
@@ -81,8 +121,12 @@ class GSM8K:
     styles = tuple(SPEC["styles"])
     default_style = SPEC["default_style"]
 
-    def __init__(self, style: str | None = None) -> None:
+    Options = GSM8KOptions
+
+    def __init__(self, style: str | None = None, options: GSM8KOptions | None = None) -> None:
         self.style = style or self.default_style
+        self.options = options or GSM8KOptions()
+        self.departures = self.options.departures
         self._train: list[dict] | None = None
         self._source: DataSource | None = None
 
@@ -146,10 +190,20 @@ class GSM8K:
 
     # -- scoring -------------------------------------------------------------------------------
     def score(self, item: Item, output: ModelOutput, style: str | None = None) -> Verdict:
-        split = split_thinking(output)
-        v = score_text(split.answer, str(item.reference), _strict_for(style or self.style))
-        details = {**v.details, **output_details(output, split), "style": style or self.style}
-        if split.unfinished_thinking:
+        split = split_thinking(output)  # for the thinking statistics only
+        v = score_text(
+            lm_eval_answer(output.text or ""),
+            str(item.reference),
+            _strict_for(style or self.style),
+            unicode_minus=self.options.unicode_minus,
+        )
+        details = {
+            **v.details,
+            **output_details(output, split),
+            "style": style or self.style,
+            "departures": list(self.departures),
+        }
+        if split.unfinished_thinking and self.options.unclosed_think_no_answer:
             return Verdict(False, None, "thinking never finished: no answer", details)
         return Verdict(v.correct, v.extracted, v.reason, details)
 

@@ -1,5 +1,6 @@
-"""AIME 2024 + 2025 on the real shared data: loading, the Qwen3 prompt, \\boxed{} extraction, integer and
-math-verify comparison, avg@k, and agreement with lm-eval's aime task scorer."""
+"""AIME 2024 + 2025 on the real shared data: loading, the Qwen3 prompt, the last-\\boxed{} integer rule,
+math-verify's verdict on the whole answer otherwise, the opt-in departures, avg@k, and agreement with
+lm-eval's aime task scorer."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from eval_harness.suites.aime import as_integer, last_boxed, score_answer
+from eval_harness.suites.aime import AIMEOptions, as_integer, last_boxed, math_verify_verdict, score_answer
 from eval_harness.suites.base import ModelOutput, get_suite
 from eval_harness.suites.data import DataMissingError, DataSource
 from eval_harness.suites.metrics import avg_at_k
@@ -65,10 +66,19 @@ def test_qwen3_prompt_matches_qwq_data(suite):
 def test_last_boxed_nested():
     assert last_boxed(r"first \boxed{1} then \boxed{\frac{a}{\sqrt{b}}} end") == r"\frac{a}{\sqrt{b}}"
     assert last_boxed(r"\boxed{ {1,2} }") == "{1,2}"
-    assert last_boxed(r"\fbox{42}") == "42"
-    assert last_boxed(r"so $\boxed 70$.") == "70"
+    assert last_boxed(r"\boxed {42}") == "42"
     assert last_boxed(r"\boxed{5} then \boxed{6") is None  # truncated last box: no answer (as lm-eval)
     assert last_boxed("no box") is None
+    # \fbox and the brace-less `\boxed 70` are not the documented rule: math-verify decides those
+    assert last_boxed(r"\fbox{42}") is None and last_boxed(r"\fbox{42}", fbox=True) == "42"
+    assert last_boxed(r"so $\boxed 70$.") is None
+
+
+def test_integer_rule_is_ascii_unless_switched_on():
+    assert as_integer("070") == 70 and as_integer("1,000") is None and as_integer("70.0") is None
+    assert as_integer("\u0667\u0660") is None  # Arabic-Indic 70
+    assert as_integer("\u0667\u0660", unicode_digits=True) == 70
+    assert as_integer("\uff17\uff10", unicode_digits=True) == 70  # full-width 70
 
 
 # (output, correct, extracted) for problem aime/2025_I/1 (answer 70)
@@ -80,7 +90,8 @@ CASES = [
     (ModelOutput("\\boxed{71}"), False, "71"),
     (ModelOutput("\\boxed{70.5}"), False, "70.5"),
     (ModelOutput("\\boxed{2\\sqrt{2}}"), False, "2\\sqrt{2}"),
-    (ModelOutput("The answer is 70."), False, None),  # badly formatted: no box
+    (ModelOutput("The answer is 70."), True, "70"),  # no box: math-verify's verdict on the whole answer
+    (ModelOutput("The answer is 63."), False, "63"),
     (ModelOutput("\\boxed{70} wait, no: \\boxed{63}"), False, "63"),  # last box wins
     (ModelOutput("<think>maybe \\boxed{70}</think>The answer is \\boxed{63}"), False, "63"),
     (ModelOutput("<think>21+49</think>\n\\boxed{70}"), True, "70"),
@@ -152,8 +163,8 @@ def test_agrees_with_lm_eval_aime_scorer(suite, text):
 
 
 def test_known_differences_from_lm_eval():
-    """Where we deliberately differ: integer comparison accepts zero padding and expressions with the
-    same value; lm-eval compares normalised strings and, with no box, falls back to the bare text."""
+    """Where we differ from lm-eval's aime scorer: the integer rule accepts zero padding, math-verify
+    accepts expressions with the same value; lm-eval compares normalised strings."""
     lm = _lm_eval_aime()
     assert (
         score_answer("\\boxed{070}", 70).correct
@@ -163,4 +174,47 @@ def test_known_differences_from_lm_eval():
     assert not lm.process_results({"Answer": 70}, ["\\boxed{\\frac{140}{2}}"])["exact_match"]
     assert score_answer("\\boxed{\\text{70}}", 70).correct
     assert not lm.process_results({"Answer": 70}, ["\\boxed{\\text{70}}"])["exact_match"]
-    assert not score_answer("70", 70).correct and lm.process_results({"Answer": 70}, ["70"])["exact_match"]
+
+
+# Answers with no integer in the last box: the verdict must be exactly math-verify's on the whole text.
+MATH_VERIFY_ONLY = [
+    "The answer is 70.",
+    "so $\\boxed 70$.",
+    "\\boxed{\\text{70}}",
+    "\\boxed{70^\\circ}",
+    "\\boxed{1,000}",
+    "\\boxed{70.0}",
+    "\\boxed{x = 70}",
+    "\\boxed{70} wait, \\boxed{x=63}",
+    "\\boxed{5} then \\boxed{6",
+    "\\fbox{70}",
+    "\\boxed{\u0667\u0660}",
+    "",
+]
+
+
+@pytest.mark.parametrize("text", MATH_VERIFY_ONLY)
+def test_default_verdict_is_math_verify_on_the_whole_answer(text):
+    from math_verify import parse, verify
+
+    for ref in (70, 1000):
+        v = score_answer(text, ref)
+        assert v.details == {"departures": [], "method": "math-verify"}
+        assert v.correct == bool(verify(parse(f"${ref}$"), parse(text))), (text, ref)
+        assert (v.correct, v.extracted) == math_verify_verdict(text, ref)
+
+
+def test_departures_are_opt_in_and_named(suite):
+    it = item(suite, "aime/2025_I/1")
+    for text in ("\\fbox{70}", "\\boxed{\u0667\u0660}", "\\boxed{\uff17\uff10}"):
+        assert not suite.score(it, ModelOutput(text)).correct
+    both = get_suite("aime", {"fbox": True, "unicode_digits": True})
+    assert both.departures == ("fbox", "unicode-digits")
+    for text in ("\\fbox{70}", "\\boxed{\u0667\u0660}", "\\fbox{\uff17\uff10}"):
+        v = both.score(it, ModelOutput(text))
+        assert v.correct and v.details["method"] == "integer"
+        assert v.details["departures"] == ["fbox", "unicode-digits"]
+    assert suite.departures == () and suite.score(it, ModelOutput("\\boxed{70}")).details["departures"] == []
+    assert score_answer("\\fbox{70}", 70, AIMEOptions(fbox=True)).details["departures"] == ["fbox"]
+    with pytest.raises(ValueError, match="unknown options"):
+        get_suite("aime", {"boxed_anywhere": True})

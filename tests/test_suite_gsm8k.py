@@ -68,12 +68,12 @@ CASES = [
     ("chat-0shot", ModelOutput("9*2 = 18 so</think>\nThe final answer is 18"), True, True, "18"),
     # thinking mentions 18 but the answer says 20: only the answer counts
     ("chat-0shot", ModelOutput("<think>it is 18</think>The final answer is 20"), False, False, "20"),
-    # truncated inside thinking: no answer, although the thinking holds the right number
+    # truncated inside thinking: lm-eval scores the whole text, so flexible-extract finds the 18
     (
         "chat-0shot",
         ModelOutput("<think>16-3-4 = 9, 9*2 = 18, so", finish_reason="length"),
         False,
-        False,
+        True,
         None,
     ),
     # truncated answer
@@ -105,7 +105,15 @@ def test_thinking_records(suite):
     v = suite.score(_by_id(suite, Q0), ModelOutput("<think>abc", finish_reason="length"))
     assert v.details["empty_answer"] and v.details["unfinished_thinking"]
     assert v.details["reasoning_chars"] == 3 and v.details["finish_reason"] == "length"
-    assert v.reason == "thinking never finished: no answer"
+
+
+def test_unclosed_think_no_answer_is_opt_in(suite):
+    cut = ModelOutput("<think>9*2 = 18. The final answer is 18", finish_reason="length")
+    assert suite.score(_by_id(suite, Q0), cut).correct  # lm-eval scores the unfinished thinking
+    strict = get_suite("gsm8k", {"unclosed_think_no_answer": True})
+    v = strict.score(_by_id(suite, Q0), cut)
+    assert not v.correct and v.reason == "thinking never finished: no answer"
+    assert v.details["departures"] == ["unclosed-think-no-answer"]
 
 
 def test_commas_and_signs(suite):
@@ -115,8 +123,31 @@ def test_commas_and_signs(suite):
     assert suite.score(big, ModelOutput("#### 1,450,000"), style="completion-5shot").correct
     assert suite.score(neg, ModelOutput("#### -10"), style="completion-5shot").correct
     assert not suite.score(neg, ModelOutput("#### 10"), style="completion-5shot").correct
-    # extension over lm-eval: a Unicode minus counts as '-'
-    assert suite.score(neg, ModelOutput("The final answer is \u221210")).correct
+
+
+@pytest.mark.parametrize("minus", ["\u2212", "\u2012", "\u2013"])
+def test_unicode_minus_is_opt_in(suite, minus):
+    """lm-eval's regexes know only ASCII '-': "#### \u221210" is [invalid] there, and here by default."""
+    neg = next(it for it in suite.items if it.reference == "-10")
+    out = ModelOutput(f"#### {minus}10")
+    v = suite.score(neg, out, style="completion-5shot")
+    assert not v.correct and v.details["departures"] == [] and suite.departures == ()
+    assert _lm_eval_scores("gsm8k.yaml", out.text, neg.meta["solution"]) == {
+        "strict-match": False,
+        "flexible-extract": False,
+    }
+    ext = get_suite("gsm8k", {"unicode_minus": True})
+    v = ext.score(neg, out, style="completion-5shot")
+    assert v.correct and v.details["filters"]["flexible-extract"]["correct"]
+    assert ext.departures == ("unicode-minus",) and v.details["departures"] == ["unicode-minus"]
+    assert ext.score(neg, ModelOutput(f"The final answer is {minus}10")).correct
+
+
+def test_unknown_option_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"unknown options \['unicode_digits'\]; known: .*unicode_minus"):
+        get_suite("gsm8k", {"unicode_digits": True})
+    with pytest.raises(ValueError, match="takes no options"):
+        get_suite("livecodebench", {"unicode_minus": True})
 
 
 def test_score_text_is_reusable():
