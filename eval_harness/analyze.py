@@ -162,6 +162,7 @@ class RunInfo(Result):
     data_source: str
     provenance: dict[str, Any]
     data_hashes: dict[str, dict[str, str]]
+    departures: dict[str, tuple[str, ...]]  # suite -> scoring options on (departures from the reference)
 
 
 @dataclass(frozen=True)
@@ -355,6 +356,11 @@ def evaluate_run(run_dir: Path) -> RunEvaluation:
         data_source=manifest.data_source,
         provenance=manifest.provenance,
         data_hashes={name: mm.data_hashes for name, mm in manifest.models.items()},
+        departures={
+            n: tuple(k for k, on in sc.options.items() if on)
+            for n, sc in cfg.suites.items()
+            if any(sc.options.values())
+        },
     )
     evaluation = RunEvaluation(key, info, models)
     store.write_document(EVALUATION, EVALUATION_TYPE.dump_json(evaluation, indent=1).decode())

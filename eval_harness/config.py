@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from eval_harness.paths import PathError, parse_path
 
 Profile = Literal["smoke", "nightly", "release"]
+LM_EVAL_PREFIX = "lm-eval:"  # a suite entry that runs an lm-eval task through lm-eval itself
 PROFILES: tuple[Profile, ...] = ("smoke", "nightly", "release")
 
 
@@ -68,6 +69,14 @@ class SuiteConfig(Strict):
         default_factory=lambda: {"smoke": 10, "nightly": 200, "release": None}
     )
     margin: float = Field(0.02, gt=0.0, le=1.0)  # TOST equivalence margin on accuracy
+    # departures from the reference scorer (lm-eval, math-verify), off unless named here; the report names
+    # every one that is on, e.g. {unicode_minus: true} for gsm8k
+    options: dict[str, bool] = Field(default_factory=dict)
+    num_fewshot: int | None = Field(None, ge=0)  # `lm-eval:` suites: the task's own count unless given
+
+    @property
+    def chat(self) -> bool:
+        return self.style.startswith("chat")
 
     @field_validator("limit")
     @classmethod
@@ -168,9 +177,11 @@ class RunConfig(Strict):
     def _known_suites(cls, v: dict[str, SuiteConfig]) -> dict[str, SuiteConfig]:
         from eval_harness.suites import suite_names
 
-        unknown = sorted(set(v) - set(suite_names()))
+        unknown = sorted(n for n in set(v) - set(suite_names()) if not n.startswith(LM_EVAL_PREFIX))
         if unknown:
-            raise ValueError(f"unknown suites {unknown}; known: {suite_names()}")
+            raise ValueError(
+                f"unknown suites {unknown}; known: {suite_names()}, or {LM_EVAL_PREFIX}<task name or YAML>"
+            )
         return v
 
     @model_validator(mode="after")
@@ -190,6 +201,9 @@ class RunConfig(Strict):
 
     def suites_for(self, model: ModelEntry) -> list[str]:
         return list(self.suites) if model.suites is None else list(model.suites)
+
+    def lm_eval_suites(self, model: ModelEntry) -> list[str]:
+        return [s for s in self.suites_for(model) if s.startswith(LM_EVAL_PREFIX)]
 
 
 def _format_errors(exc: ValidationError) -> str:

@@ -114,6 +114,7 @@ class ArmMeta(Record):
     urls: list[str] = Field(default_factory=list)
     seconds: float | None = None  # wall time of the arm, server start-up included
     verification: Verification | None = None
+    tasks: dict[str, dict[str, Any]] = Field(default_factory=dict)  # `lm-eval:` suites: provenance, timing
 
 
 class ModelMeta(Record):

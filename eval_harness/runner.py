@@ -19,8 +19,9 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -140,6 +141,7 @@ class ArmRunner:
         self.store = store
         self.meta = meta
         self.done = store.open(meta, opts.resume)
+        self.tasks: dict[str, dict[str, Any]] = {}  # lm-eval runs of this server start
 
     def _clients(self, endpoint: Endpoint) -> list[Client]:
         alive = endpoint.server.check_alive if endpoint.server else None
@@ -216,7 +218,7 @@ class ArmRunner:
             if not pending:
                 continue
             outputs = [ModelOutput(s.text, s.reasoning, s.finish_reason) for s in pending]
-            verdicts = get_suite(name).score_many(
+            verdicts = get_suite(name, self.opts.config.suites[name].options).score_many(
                 [(by_id[s.item_id], o) for s, o in zip(pending, outputs, strict=True)]
             )
             self.store.append_scores(
@@ -234,6 +236,48 @@ class ArmRunner:
                     for s, v in zip(pending, verdicts, strict=True)
                 ]
             )
+
+    async def run_lm_eval(self, endpoint: Endpoint, suite: str) -> dict[str, Any] | None:
+        """One `lm-eval:` suite through lm-eval itself against this arm's server: a score per document and
+        per metric the task reports, as suite `<suite>/<metric>`. Written at once when lm-eval finishes
+        (it cannot resume mid-task), so a stored suite is complete. Returns the run's provenance."""
+        if any(s.suite.startswith(suite + "/") for s in self.store.scores().values()):
+            return None
+        from eval_harness.suites.lm_eval_task import run_task, task_of_suite
+
+        sc = self.opts.config.suites[suite]
+        run = await asyncio.to_thread(
+            run_task,
+            task_of_suite(suite) or suite,
+            endpoint.urls[0],
+            self.model.name,
+            limit=sc.limit.get(self.opts.profile),
+            chat=sc.chat,
+            gen_kwargs={"max_gen_toks": sc.sampling.max_tokens},
+            num_fewshot=sc.num_fewshot,
+            num_concurrent=self.opts.config.profile(self.opts.profile).concurrency,
+            data_dir=self.opts.source.root,
+        )
+        self.store.append_scores(
+            [
+                Score(
+                    key=f"{suite}/{metric}/{doc.doc_id}",
+                    suite=f"{suite}/{metric}",
+                    item_id=f"{run.task}/{doc.doc_id}",
+                    correct=value,
+                    extracted=doc.filtered.get(metric.partition(",")[2]),
+                )
+                for doc in run.docs
+                for metric, value in doc.metrics.items()
+            ]
+        )
+        return {
+            "task": run.task,
+            "task_hash": run.task_hash,
+            "lm_eval": run.lm_eval_version,
+            "documents": run.n_docs,
+            "seconds": asdict(run.timing),
+        }
 
 
 # ----------------------------------------------------------------------------- one model
@@ -296,6 +340,11 @@ def server_spec(
     )
 
 
+def _previous_tasks(store: ArmStore) -> dict[str, dict[str, Any]]:
+    """lm-eval provenance recorded by an earlier start of a resumed arm."""
+    return store.read_meta().tasks if store.meta_file.exists() else {}
+
+
 def attach_key(plan: ArmPlan, endpoints: dict[str, list[str]]) -> str | None:
     """The `--endpoint` entry an arm attaches to: its label (`reference`, `native~aa`) or its path. The
     reference never borrows its path's endpoint: an fp32 oracle runs the baseline's path in another dtype."""
@@ -355,6 +404,9 @@ class ModelRun:
         """A resumed arm whose every request is stored and whose proof is recorded needs no server."""
         if not self.opts.resume or arm.store.read_meta().verification is None:
             return False
+        scored = {s.suite.rpartition("/")[0] for s in arm.store.scores().values()}
+        if not set(self.opts.config.lm_eval_suites(self.model)) <= scored:
+            return False
         return all(w.request.key in arm.done for w in self._works(arm, reference, probe))
 
     async def run_arm(
@@ -391,7 +443,8 @@ class ModelRun:
         else:
             verification = _verify_attached(plan.path, endpoint.counts_dir)
         seconds = round(time.monotonic() - t0, 1)
-        update = {"urls": endpoint.urls, "seconds": seconds, "verification": verification}
+        tasks = {**_previous_tasks(store), **arm.tasks}
+        update = {"urls": endpoint.urls, "seconds": seconds, "verification": verification, "tasks": tasks}
         store.write_meta(meta.model_copy(update=update))
         return arm
 
@@ -404,6 +457,9 @@ class ModelRun:
         if probe:  # small batches: per-batch acceptance deltas give the CI
             await arm.run_work(endpoint, probe, "gen", probe[0].suite, True, 4)
         await asyncio.to_thread(arm.score, self.items)
+        for suite in self.opts.config.lm_eval_suites(self.model):
+            if (record := await arm.run_lm_eval(endpoint, suite)) is not None:
+                arm.tasks[suite] = record
         seqs = list((reference if reference is not None else arm.done).values())
         l1 = l1_work(self.opts.config, self.opts.profile, seqs)
         await arm.run_work(endpoint, l1, "l1", "L1", False, self.opts.batch_size)

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from eval_harness.config import ModelEntry, Profile, RunConfig, SuiteConfig
+from eval_harness.config import LM_EVAL_PREFIX, ModelEntry, Profile, RunConfig, SuiteConfig
 from eval_harness.engine.client import Request, Sampling
 from eval_harness.engine.server import serve_arg
 from eval_harness.records import Sample
@@ -72,13 +72,25 @@ def suite_work(cfg: RunConfig, name: str, items: list[Item]) -> list[Work]:
 def load_items(
     cfg: RunConfig, model: ModelEntry, profile: Profile, source: DataSource
 ) -> tuple[dict[str, list[Item]], dict[str, str]]:
-    """Items per suite for this model and profile, and their data hashes for the manifest."""
+    """Items per suite for this model and profile, and their data hashes for the manifest. `lm-eval:`
+    suites load their own documents inside lm-eval: their hash is the resolved task config's."""
     items, hashes = {}, {}
     for name in cfg.suites_for(model):
-        limit = cfg.suites[name].limit.get(profile)
-        items[name] = get_suite(name).load(source, "test", limit)
+        sc = cfg.suites[name]
+        if name.startswith(LM_EVAL_PREFIX):
+            hashes[name] = lm_eval_task_hash(name, source)
+            continue
+        items[name] = get_suite(name, sc.options).load(source, "test", sc.limit.get(profile))
         hashes[name] = data_hash(items[name])
     return items, hashes
+
+
+def lm_eval_task_hash(name: str, source: DataSource) -> str:
+    """Resolves the task (unknown names, bad YAML and missing data fail here, before any server starts)."""
+    from eval_harness.suites.lm_eval_task import resolve_task, task_of_suite
+
+    cfg, _, _ = resolve_task(task_of_suite(name) or name, source.root)
+    return "sha256:" + hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def probe_work(cfg: RunConfig, model: ModelEntry, profile: Profile, max_tokens: int = 48) -> list[Work]:

@@ -3,7 +3,7 @@ OpenAI-compatible vLLM server, through lm-eval's own Python API, returning typed
 
 Everything that decides a score is lm-eval's: its task config, prompts, filters, metrics and
 aggregation (`lm_eval.simple_evaluate` with `log_samples=True`). This module only chooses the model
-class and its arguments, keeps lm-eval away from its traps (DESIGN.md §4), and reshapes the logged
+class and its arguments, keeps lm-eval away from its traps (below), and reshapes the logged
 samples into `DocResult`s:
 
 - lm-eval's request cache is keyed without the model or the server, so two arms would share answers:
