@@ -53,9 +53,11 @@ THINGS = ("apples", "coins", "marbles", "cards", "cups", "shells")
 GAINS = ("buys", "finds")
 LOSSES = ("gives away", "sells", "loses", "eats")
 
-# Greedy chat-0shot accuracy of the toy models through vLLM on the CPU (benchmarks/toy-vllm-2026-11-29.md).
-# `rope-eval plan` sizes the suite from it: McNemar's exact test needs 119 problems for 90% power to detect a
-# 10-point drop from it (alpha 0.05, two-sided; a broken path's flips: 11% right->wrong and 1% wrong->right).
+# Greedy chat-0shot accuracy of the toy models through vLLM on the CPU: qwen3-toy 0.943, glm4-toy 0.950 on
+# 300 problems (benchmarks/toy-vllm-2026-11-29.md). `rope-eval plan` sizes the suite for a drop from it:
+# McNemar's exact test needs 119 problems for 90% power to detect a 10-point drop (alpha 0.05, two-sided; a
+# broken path's flips: 11% right->wrong and 1% wrong->right). The power depends on the flips alone; the
+# baseline bounds them (no more wrong->right flips than wrong answers).
 BASELINE_ACCURACY = 0.95
 # Problems per profile, from that sizing (tests/test_plan.py keeps them in step with it): smoke reaches 90%
 # power for a 10-point drop, nightly for a 5-point drop (289 needed), release takes the whole test split
