@@ -206,10 +206,12 @@ def plan(
 
 
 def render(plans: list[SuitePlan], cfg: RunConfig, profile: Profile, effect: float) -> str:
-    paths = len(cfg.paths) + (1 if cfg.profile(profile).aa else 0)
+    from eval_harness.runner import plan_arms  # the arms as the runner will serve them (reference, A/A)
+
+    arms = plan_arms(cfg, profile)
+    paths = len(arms)
     lines = [
-        f"plan for {cfg.name} ({profile}): {len(cfg.paths)} paths"
-        f"{' + A/A' if cfg.profile(profile).aa else ''}, {paths} arms per model",
+        f"plan for {cfg.name} ({profile}): {paths} arms per model: {', '.join(a.label for a in arms)}",
         f"{'model':<16} {'suite':<14} {'problems':>8} {'k':>4} {'requests':>9} {'~tokens':>10} "
         f"{'MDE@80%':>8}  method; k to detect {effect:.1%}",
     ]
@@ -240,7 +242,7 @@ def _sizing_lines(plans: list[SuitePlan]) -> list[str]:
         m = p.sizing.model
         lines.append(
             f"{p.suite}: McNemar exact (two-sided, alpha {ALPHA}) needs {p.sizing.problems_needed} problems "
-            f"for {POWER:.0%} power to detect a {m.drop:.0%} accuracy drop from the measured "
+            f"for {POWER:.0%} power to detect a {m.drop * 100:.0f}-point accuracy drop from the measured "
             f"{m.baseline:.0%} (flips: {m.p10:.1%} right->wrong, {m.p01:.1%} wrong->right); "
             f"this profile's {p.problems} give {p.sizing.power_at_limit:.1%}"
         )
