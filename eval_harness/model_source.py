@@ -2,7 +2,8 @@
 
 `builtin:<name>` names a tiny model that rope-eval builds itself (seconds, no network) into a
 cache directory, or one of the toy models trained on toy-arith and committed under
-eval_harness/toy/weights/; anything else is a local directory or a hub id, passed through.
+eval_harness/toy/weights/ (checked against their recorded sha256s first); anything else is a
+local directory or a hub id, passed through.
 """
 
 from __future__ import annotations
@@ -37,11 +38,11 @@ def resolve_model(ref: str, models_dir: Path | None = None) -> str:
 
         name = ref.removeprefix(BUILTIN)
         if name in TOY_SPECS:  # trained on toy-arith and committed: served from the repo, never built
-            from eval_harness.toy import weights_dir
+            from eval_harness.toy import checksums, weights_dir
 
             if not (weights_dir(name) / SPEC_FILE).is_file():
                 raise ModelNotFound(f"toy model {name!r} is missing from {weights_dir(name)}")
-            return str(weights_dir(name))
+            return str(checksums.verify(weights_dir(name).parent, name))
         if name not in SPECS:
             known = ", ".join([*SPECS, *TOY_SPECS])
             raise ModelNotFound(f"unknown builtin model {name!r}; known: {known}")

@@ -53,6 +53,18 @@ THINGS = ("apples", "coins", "marbles", "cards", "cups", "shells")
 GAINS = ("buys", "finds")
 LOSSES = ("gives away", "sells", "loses", "eats")
 
+# Greedy chat-0shot accuracy of the toy models through vLLM on the CPU: qwen3-toy 0.943, glm4-toy 0.950 on
+# 300 problems (benchmarks/toy-vllm-2026-11-29.md). `rope-eval plan` sizes the suite for a drop from it:
+# McNemar's exact test needs 119 problems for 90% power to detect a 10-point drop (alpha 0.05, two-sided; a
+# broken path's flips: 11% right->wrong and 1% wrong->right). The power depends on the flips alone; the
+# baseline bounds them (no more wrong->right flips than wrong answers).
+BASELINE_ACCURACY = 0.95
+# Problems per profile, from that sizing (tests/test_plan.py keeps them in step with it): smoke reaches 90%
+# power for a 10-point drop, nightly for a 5-point drop (289 needed), release takes the whole test split
+# (500: a 5-point drop even with 5% background flips, 431 needed). Generation costs seconds here; start-up
+# dominates, so there is no reason to run fewer.
+DEFAULT_LIMITS: dict[str, int | None] = {"smoke": 120, "nightly": 300, "release": None}
+
 STYLES: dict[str, str] = {
     "chat-0shot": "{question}",
     "completion-0shot": "Question: {question}\nAnswer:",
@@ -156,6 +168,7 @@ class ToyArith:
     name = NAME
     styles = tuple(STYLES)
     default_style = "chat-0shot"
+    baseline_accuracy = BASELINE_ACCURACY
 
     def __init__(self, style: str | None = None, seed: int = SEED) -> None:
         self.style = style or self.default_style

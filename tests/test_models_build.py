@@ -158,6 +158,9 @@ def test_eagle3_draft(built: dict[str, Path], name: str) -> None:
     layer_ids = config["eagle_config"]["eagle_aux_hidden_state_layer_ids"]
     # vLLM's id k is the residual stream entering target layer k; k == num_layers is the last layer's output.
     assert all(0 <= i <= target.num_layers for i in layer_ids) and len(set(layer_ids)) == len(layer_ids)
+    # vLLM 0.26's v2 model runner reads the ids only from the top level; its default (2, L//2, L-3) gives a
+    # 2-layer target 2 aux states where fc takes 3, and the engine dies on the matmul.
+    assert config["eagle_aux_hidden_state_layer_ids"] == layer_ids == list(EAGLE3_AUX_LAYER_IDS)
     assert config["draft_vocab_size"] == config["vocab_size"] == VOCAB
     assert config["target_hidden_size"] == target.hidden_size
 

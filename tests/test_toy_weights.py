@@ -1,24 +1,34 @@
 """The committed toy models (eval_harness/toy/weights/) are what train.py's config describes: architecture,
-RoPE form, tokenizer, eagle3 layout with its own theta, and the sha256s recorded in TRAINING.md. No vLLM."""
+RoPE form, tokenizer, eagle3 layout with its own theta (readable by vLLM 0.26 and 0.32), and the sha256s
+recorded in SHA256SUMS.json, which resolve_model enforces. No vLLM engine here."""
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 import sys
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from safetensors import safe_open
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from eval_harness.model_source import resolve_model
+import eval_harness.toy
+from eval_harness.model_source import ModelNotFound, resolve_model
 from eval_harness.models import tokenizer as tokmod
-from eval_harness.models.builder import SPEC_FILE
+from eval_harness.models.builder import (
+    SPEC_FILE,
+    _add_legacy_rope_keys,
+    _token_ids,
+    _write_json,
+    eagle3_config,
+)
 from eval_harness.models.specs import EAGLE3_AUX_LAYER_IDS, TOY_SPECS, VOCAB, ModelSpec
 from eval_harness.suites import ModelOutput, get_suite
-from eval_harness.toy import WEIGHTS_DIR, weights_dir
-from eval_harness.toy.train import CHECKPOINT_FILES, sha256
+from eval_harness.toy import WEIGHTS_DIR, checksums, weights_dir
 
 TARGETS = [name for name, spec in TOY_SPECS.items() if spec.target is None]
 DRAFTS = [name for name, spec in TOY_SPECS.items() if spec.target is not None]
@@ -43,7 +53,7 @@ def _rotated_dims(model: PreTrainedModel, spec: ModelSpec, dim: int) -> set[int]
 @pytest.mark.parametrize("name", list(TOY_SPECS))
 def test_files_sizes_and_record(name: str) -> None:
     path = weights_dir(name)
-    for file in (*CHECKPOINT_FILES, "generation_config.json", SPEC_FILE):
+    for file in (*checksums.checked_files(TOY_SPECS[name].target is not None), SPEC_FILE):
         assert (path / file).is_file(), f"{name}: {file} missing"
     assert (path / "model.safetensors").stat().st_size < MAX_BYTES
     rec = _record(name)
@@ -106,6 +116,8 @@ def test_eagle3_draft_layout_and_theta(name: str) -> None:
     layer_ids = config["eagle_config"]["eagle_aux_hidden_state_layer_ids"]
     assert layer_ids == list(EAGLE3_AUX_LAYER_IDS)
     assert all(0 <= i <= target.num_layers for i in layer_ids)
+    # vLLM 0.26's v2 model runner reads only the top-level key; without it the engine gets 2 aux states.
+    assert config["eagle_aux_hidden_state_layer_ids"] == layer_ids
     assert config["draft_vocab_size"] == config["vocab_size"] == VOCAB
     assert config["target_hidden_size"] == target.hidden_size
 
@@ -123,13 +135,50 @@ def test_eagle3_draft_layout_and_theta(name: str) -> None:
     assert summary["test_acceptance_length_estimate"] > summary["wrong_theta_acceptance_length_estimate"]
 
 
-def test_training_md_sha256s_match() -> None:
+def test_recorded_sha256s_match_the_files_and_training_md() -> None:
+    record = checksums.recorded(WEIGHTS_DIR)
+    assert set(record) == set(TOY_SPECS)
+    for name, files in record.items():
+        assert set(files) == set(checksums.checked_files(TOY_SPECS[name].target is not None)), name
+        for file, digest in files.items():
+            assert checksums.sha256(WEIGHTS_DIR / name / file) == digest, f"{name}/{file}"
     text = (WEIGHTS_DIR / "TRAINING.md").read_text()
-    recorded = dict(re.findall(r"^\| (\S+/\S+) \| ([0-9a-f]{64}) \|$", text, flags=re.MULTILINE))
-    expected = {f"{name}/{file}" for name in TOY_SPECS for file in CHECKPOINT_FILES}
-    assert set(recorded) == expected
-    for rel, digest in recorded.items():
-        assert sha256(WEIGHTS_DIR / rel) == digest, rel
+    in_md = dict(re.findall(r"^\| (\S+/\S+) \| ([0-9a-f]{64}) \|$", text, flags=re.MULTILINE))
+    assert in_md == {f"{name}/{f}": d for name, files in record.items() for f, d in files.items()}
+
+
+@pytest.fixture
+def weights_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the committed weights that resolve_model serves from instead (so tampering stays here)."""
+    copy = tmp_path / "weights"
+    shutil.copytree(WEIGHTS_DIR, copy)
+    monkeypatch.setattr(eval_harness.toy, "WEIGHTS_DIR", copy)
+    return copy
+
+
+def test_resolve_refuses_a_tampered_checkpoint(weights_copy: Path) -> None:
+    for name in TOY_SPECS:
+        assert resolve_model(f"builtin:{name}") == str(weights_copy / name)
+    weights = weights_copy / "qwen3-toy" / "model.safetensors"
+    original = weights.read_bytes()
+    flipped = bytearray(original)
+    flipped[-1] ^= 1  # one bit of the last weight: same size, only the hash tells
+    weights.write_bytes(bytes(flipped))
+    with pytest.raises(checksums.ChecksumMismatch, match=r"qwen3-toy/model\.safetensors has sha256") as err:
+        resolve_model("builtin:qwen3-toy")
+    assert isinstance(err.value, ModelNotFound)  # the CLI reports it as a usage error (exit 2)
+    assert resolve_model("builtin:glm4-toy") == str(weights_copy / "glm4-toy")  # the others are intact
+    weights.write_bytes(original)
+    assert resolve_model("builtin:qwen3-toy") == str(weights_copy / "qwen3-toy")
+
+    (weights_copy / "qwen3-toy-eagle3" / "eagle3_prompts.jsonl").unlink()
+    with pytest.raises(
+        checksums.ChecksumMismatch, match=r"qwen3-toy-eagle3/eagle3_prompts\.jsonl is missing"
+    ):
+        resolve_model("builtin:qwen3-toy-eagle3")
+    (weights_copy / checksums.CHECKSUMS_FILE).unlink()
+    with pytest.raises(checksums.ChecksumMismatch, match="cannot read the toy checkpoints' record"):
+        resolve_model("builtin:glm4-toy")
 
 
 @pytest.mark.parametrize("name", TARGETS)
@@ -150,3 +199,36 @@ def test_target_solves_toy_arith(name: str) -> None:
         correct += suite.score(item, ModelOutput(tok.decode(out[0, ids.shape[1] :]))).correct
     assert correct >= 8, f"{name}: {correct}/{len(items)}"
     assert _record(name)["summary"]["test_accuracy"]["chat-0shot"]["overall"] >= 0.8
+
+
+@pytest.mark.parametrize("name", DRAFTS)
+def test_eagle3_aux_layers_as_vllm_reads_them(name: str) -> None:
+    """Both of vLLM's readers get the ids from the config as vLLM parses it: 0.26's v2 runner looks only at
+    the top-level attribute (no fallback), 0.32's takes it first. The ids must name distinct hidden states
+    the target has (id k: the stream entering layer k; k == num_layers: the last layer's output), as many
+    as the draft's fc consumes."""
+    from vllm.transformers_utils.config import get_config
+    from vllm.v1.worker.gpu.spec_decode.eagle.eagle3_utils import get_eagle3_aux_layers_from_config
+
+    hf_config = get_config(str(weights_dir(name)), trust_remote_code=False)
+    assert tuple(getattr(hf_config, "eagle_aux_hidden_state_layer_ids", ())) == EAGLE3_AUX_LAYER_IDS
+    spec_config = SimpleNamespace(draft_model_config=SimpleNamespace(hf_config=hf_config))
+    ids = get_eagle3_aux_layers_from_config(spec_config)  # type: ignore[arg-type]
+    assert ids == EAGLE3_AUX_LAYER_IDS
+    layers = TOY_SPECS[TOY_SPECS[name].target or ""].num_layers
+    assert len(set(ids)) == len(ids) == 3 and all(0 <= i <= layers for i in ids)
+    with safe_open(weights_dir(name) / "model.safetensors", "pt") as f:
+        assert f.get_slice("fc.weight").get_shape()[1] == len(ids) * TOY_SPECS[name].hidden_size
+
+
+@pytest.mark.parametrize("name", DRAFTS)
+def test_draft_config_is_what_train_exports(name: str, tmp_path: Path) -> None:
+    """A retrain writes the committed config.json byte for byte (train.py exports through the builder's
+    eagle3_config), so the keys vLLM needs cannot be lost by retraining."""
+    spec = TOY_SPECS[name]
+    _write_json(
+        tmp_path / "config.json",
+        eagle3_config(spec, TOY_SPECS[spec.target or ""], _token_ids(tokmod.load_tokenizer())),
+    )
+    _add_legacy_rope_keys(tmp_path / "config.json", spec)
+    assert (tmp_path / "config.json").read_bytes() == (weights_dir(name) / "config.json").read_bytes()

@@ -158,17 +158,21 @@ def _build_hf_model(spec: ModelSpec, out: Path, seed: int, ids: dict[str, int]) 
     (out / "generation_config.json").unlink(missing_ok=True)
 
 
-def _eagle3_config(spec: ModelSpec, ids: dict[str, int]) -> dict[str, Any]:
-    target = SPECS[spec.target or ""]
+def eagle3_config(spec: ModelSpec, target: ModelSpec, ids: dict[str, int]) -> dict[str, Any]:
+    """The layout vLLM's LlamaForCausalLMEagle3 loads, with the draft's own rope_theta.
+
+    The aux layer ids go both at the top level and in `eagle_config`: vLLM 0.26's v2 model runner reads only
+    the top-level key (else it falls back to (2, L//2, L-3), two states for 2 layers, and the draft's fc then
+    fails on the shape), while the draft model itself sizes fc from `eagle_config`. Shared with the trained
+    toy draft (eval_harness/toy/train.py), so both carry the same keys."""
     config = LlamaConfig(**_common_kwargs(spec, ids), rms_norm_eps=1e-6).to_diff_dict()
+    layer_ids = list(EAGLE3_AUX_LAYER_IDS)
     config.update(
         {
             "draft_vocab_size": VOCAB,  # full vocab: no d2t/t2d mapping needed
             "target_hidden_size": target.hidden_size,
-            "eagle_config": {
-                "eagle_aux_hidden_state_layer_ids": list(EAGLE3_AUX_LAYER_IDS),
-                "use_aux_hidden_state": True,
-            },
+            "eagle_aux_hidden_state_layer_ids": layer_ids,
+            "eagle_config": {"eagle_aux_hidden_state_layer_ids": layer_ids, "use_aux_hidden_state": True},
         }
     )
     return config
@@ -219,7 +223,7 @@ def _build_eagle3(
             fit_iterations=report.iterations,
             wrong_theta_accuracy=report.wrong_theta_accuracy,
         )
-    _write_json(out / "config.json", _eagle3_config(spec, ids))
+    _write_json(out / "config.json", eagle3_config(spec, SPECS[spec.target or ""], ids))
     save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
     return extra
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 # Bump when a build's bytes change (weights, tokenizer, configs, draft fit), so cached builds can be redone.
-BUILD_VERSION = 1
+BUILD_VERSION = 2  # 2: the draft's aux layer ids also at the config's top level (vLLM 0.26)
 
 # Shared tiny dimensions. head_dim stays at the real 128 (the RoPE kernels' main case); everything else is
 # shrunk. 4 query heads over 2 KV heads keeps GQA, so q and k reach the RoPE op with different head counts.

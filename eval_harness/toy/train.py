@@ -15,14 +15,14 @@ checkpoints that vLLM serves.
    llama_eagle3 K-step unroll); this generalises that fit from memorised prompts to a task.
 
 Each model directory gets rope_eval_spec.json (the spec, the training config and a log summary) and
-training.log; TRAINING.md beside them is regenerated from every model present, with the checkpoint files'
-sha256s. Training is deterministic for a seed on one machine (one CPU thread).
+training.log; SHA256SUMS.json beside them records the served files' sha256s (checked by resolve_model),
+and TRAINING.md is regenerated from every model present. Training is deterministic for a seed on one
+machine (one CPU thread).
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -42,7 +42,7 @@ from jinja2 import Template
 from safetensors.torch import save_file
 from tokenizers import Tokenizer
 from torch import nn
-from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedModel
+from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from eval_harness.models import distill
 from eval_harness.models import tokenizer as tokmod
@@ -50,20 +50,20 @@ from eval_harness.models.builder import (
     PROMPTS_FILE,
     SPEC_FILE,
     _add_legacy_rope_keys,
-    _common_kwargs,
     _hf_config,
     _quiet_progress,
     _token_ids,
     _write_generation_config,
     _write_json,
+    eagle3_config,
 )
 from eval_harness.models.specs import EAGLE3_AUX_LAYER_IDS, INTERMEDIATE, TOY_SPECS, VOCAB, ModelSpec
 from eval_harness.suites import toy_arith
 from eval_harness.suites.gsm8k import score_text
+from eval_harness.toy import checksums
 
 TARGETS = ("qwen3-toy", "glm4-toy")
 DRAFT = "qwen3-toy-eagle3"
-CHECKPOINT_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
 CHAT, COMPLETION = "chat-0shot", "completion-0shot"
 STYLES = (CHAT, COMPLETION)
 IGNORE = -100
@@ -426,22 +426,6 @@ def export_target(model: PreTrainedModel, spec: ModelSpec, out: Path) -> None:
 # ---- the eagle3 draft --------------------------------------------------------------------------
 
 
-def draft_config(spec: ModelSpec, target: ModelSpec, ids: dict[str, int]) -> dict[str, Any]:
-    """The layout vLLM's LlamaForCausalLMEagle3 loads, with the draft's own rope_theta."""
-    config = LlamaConfig(**_common_kwargs(spec, ids), rms_norm_eps=1e-6).to_diff_dict()
-    config.update(
-        {
-            "draft_vocab_size": VOCAB,  # full vocabulary: no d2t/t2d mapping
-            "target_hidden_size": target.hidden_size,
-            "eagle_config": {
-                "eagle_aux_hidden_state_layer_ids": list(EAGLE3_AUX_LAYER_IDS),
-                "use_aux_hidden_state": True,
-            },
-        }
-    )
-    return config
-
-
 def new_draft(spec: ModelSpec, target: ModelSpec, seed: int, init_std: float) -> distill.Weights:
     """Draft weights under the names llama_eagle3.py loads; no embed_tokens (shared with the target)."""
     h, q, kv = spec.hidden_size, spec.num_heads * spec.head_dim, spec.num_kv_heads * spec.head_dim
@@ -601,7 +585,7 @@ def export_draft(
     probes: DraftData,
     tok: Tokenizer,
 ) -> None:
-    _write_json(out / "config.json", draft_config(spec, TOY_SPECS[spec.target or ""], ids))
+    _write_json(out / "config.json", eagle3_config(spec, TOY_SPECS[spec.target or ""], ids))
     save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
     _add_legacy_rope_keys(out / "config.json", spec)
     # The harness's draft-probe workload (workload.draft_probe_work) sends these prompts by token id.
@@ -622,10 +606,6 @@ def load_target(path: Path) -> PreTrainedModel:
 
 
 # ---- driver ------------------------------------------------------------------------------------
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _finish_dir(tmp: Path, final: Path) -> None:
@@ -688,7 +668,10 @@ def train_one(
 
 
 def write_training_md(out_dir: Path) -> Path:
-    """TRAINING.md from every trained model's record: the command, seed, wall time, summary, sha256s."""
+    """TRAINING.md from every trained model's record: the command, seed, wall time, summary, and the sha256s
+    of SHA256SUMS.json (written by `write_checksums` after training, never here: regenerating this text, as
+    verify.py does, must not bless whatever bytes are on disk)."""
+    record = checksums.recorded(out_dir) if (out_dir / checksums.CHECKSUMS_FILE).is_file() else {}
     lines = [
         "# Toy model weights",
         "",
@@ -717,7 +700,7 @@ def write_training_md(out_dir: Path) -> Path:
             "| file | sha256 |",
             "| --- | --- |",
         ]
-        lines += [f"| {name}/{f} | {sha256(out_dir / name / f)} |" for f in CHECKPOINT_FILES]
+        lines += [f"| {name}/{f} | {digest} |" for f, digest in sorted(record.get(name, {}).items())]
         lines.append("")
     lines += _verification_lines(out_dir / "vllm_verification.jsonl")
     path = out_dir / "TRAINING.md"
@@ -782,12 +765,20 @@ def main(argv: list[str] | None = None) -> int:
     dcfg = _override(DraftConfig(), args.draft)
     command = "python -m eval_harness.toy.train " + shlex.join(sys.argv[1:] if argv is None else argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    for name in args.model or list(TOY_SPECS):
+    names = args.model or list(TOY_SPECS)
+    for name in names:
         path = train_one(name, args.out, args.seed, args.target, dcfg, args.device, command)
         size = sum(f.stat().st_size for f in path.iterdir()) / 1e6
         print(f"{name}: {path} ({size:.1f} MB)", flush=True)
+    write_checksums(args.out, names)
     write_training_md(args.out)
     return 0
+
+
+def write_checksums(out_dir: Path, names: Sequence[str]) -> Path:
+    """Record the just-trained models' sha256s in SHA256SUMS.json (what resolve_model checks them against);
+    the other models' entries stay as they were."""
+    return checksums.write_checksums(out_dir, {n: TOY_SPECS[n].target is not None for n in names})
 
 
 if __name__ == "__main__":
