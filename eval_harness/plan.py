@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as st
 
-from eval_harness.config import ModelEntry, Profile, RunConfig
+from eval_harness.config import LM_EVAL_PREFIX, ModelEntry, Profile, RunConfig
 from eval_harness.stats import mde_mcnemar, mde_paired_proportion, samples_needed
 from eval_harness.suites import DataSource, Item, get_suite
 
@@ -199,7 +199,8 @@ def plan(
 ) -> list[SuitePlan]:
     out = []
     for model in cfg.models:
-        for name in cfg.suites_for(model):
+        # `lm-eval:` suites load their documents inside lm-eval, at run time
+        for name in [s for s in cfg.suites_for(model) if not s.startswith(LM_EVAL_PREFIX)]:
             items = get_suite(name).load(source, "test", cfg.suites[name].limit.get(profile))
             out.append(plan_suite(cfg, model, name, items, effect, discordance))
     return out

@@ -34,7 +34,7 @@ from eval_harness.suites import resolve_source
 
 BUGS = "custom:eval_harness.selftest.bugs:"
 EAGER = ["--enforce-eager", "--max-num-seqs", "16"]
-TOY_PROBLEMS = 150  # toy-arith problems per arm (see `rope-eval plan configs/tiny.yaml`)
+TOY_PROBLEMS = 120  # toy-arith problems per arm: 90% power for a 10-point drop (`rope-eval plan`)
 L3_ALPHA = 0.01  # a bug that costs accuracy must do so at this level (issue: p < 0.01 at default size)
 
 
