@@ -328,7 +328,7 @@ def test_hidden_paths_are_empty_inside(iso, visible_data_dir: Path):
 
 
 def test_detection_falls_back_when_namespaces_fail(monkeypatch):
-    from eval_harness.sandbox.isolation import _probe
+    from eval_harness.sandbox.judge import _probe
 
     assert not _probe(Isolation("root-ns", "/bin/false"))  # e.g. unshare refused inside a container
     assert _probe(detect())
