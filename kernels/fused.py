@@ -123,7 +123,7 @@ def rms_norm_native(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.
     return (x.to(weight.dtype) * weight).to(orig_dtype)
 
 
-def _norm_heads(
+def rms_norm_heads(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, head_size: int, eps: float
 ) -> torch.Tensor:
     by_head = rms_norm_native(x.reshape(x.shape[0], -1, head_size), weight, eps)
@@ -149,8 +149,8 @@ def split_qkv_rmsnorm_rope_native(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The unfused torch path, as Qwen3Attention runs it: split, RMSNorm per head, (+ bias), RoPE."""
     q, k, v = qkv.split([q_size, kv_size, kv_size], dim=-1)
-    q = _norm_heads(q, q_weight, q_bias, head_size, eps)
-    k = _norm_heads(k, k_weight, k_bias, head_size, eps)
+    q = rms_norm_heads(q, q_weight, q_bias, head_size, eps)
+    k = rms_norm_heads(k, k_weight, k_bias, head_size, eps)
     q, k = rope_native(positions, q, k, head_size, cos_sin_cache, is_neox)
     return q, k, v
 
@@ -211,26 +211,53 @@ def split_qkv_rmsnorm_rope(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(q, k, v) from the fused projection: q and k normalised per head and rotated, v a view of qkv.
 
-    Falls back to `split_qkv_rmsnorm_rope_native` (one warning per process) where Triton cannot launch.
+    Falls back to `split_qkv_rmsnorm_rope_native` (one warning per process) where Triton cannot launch;
+    a caller that must know which ran (the served `fused` path counts it) decides with `triton_usable`
+    and calls `split_qkv_rmsnorm_rope_triton` or the native function itself.
     """
+    kwargs = dict(
+        q_size=q_size,
+        kv_size=kv_size,
+        head_size=head_size,
+        eps=eps,
+        cos_sin_cache=cos_sin_cache,
+        positions=positions,
+        is_neox=is_neox,
+        q_bias=q_bias,
+        k_bias=k_bias,
+    )
+    if triton_usable(qkv.device):
+        return split_qkv_rmsnorm_rope_triton(qkv, q_weight, k_weight, **kwargs)
+    _check_inputs(
+        qkv, q_weight, k_weight, q_bias, k_bias, q_size, kv_size, head_size, cos_sin_cache, positions
+    )
+    warn_fallback_once("split_qkv_rmsnorm_rope", qkv.device)
+    return split_qkv_rmsnorm_rope_native(qkv, q_weight, k_weight, **kwargs)
+
+
+def split_qkv_rmsnorm_rope_triton(
+    qkv: torch.Tensor,
+    q_weight: torch.Tensor,
+    k_weight: torch.Tensor,
+    *,
+    q_size: int,
+    kv_size: int,
+    head_size: int,
+    eps: float,
+    cos_sin_cache: torch.Tensor,
+    positions: torch.Tensor,
+    is_neox: bool,
+    q_bias: torch.Tensor | None = None,
+    k_bias: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The Triton kernel only, never the fallback: raises where Triton cannot launch on `qkv`'s device."""
     _check_inputs(
         qkv, q_weight, k_weight, q_bias, k_bias, q_size, kv_size, head_size, cos_sin_cache, positions
     )
     if not triton_usable(qkv.device):
-        warn_fallback_once("split_qkv_rmsnorm_rope", qkv.device)
-        return split_qkv_rmsnorm_rope_native(
-            qkv,
-            q_weight,
-            k_weight,
-            q_size=q_size,
-            kv_size=kv_size,
-            head_size=head_size,
-            eps=eps,
-            cos_sin_cache=cos_sin_cache,
-            positions=positions,
-            is_neox=is_neox,
-            q_bias=q_bias,
-            k_bias=k_bias,
+        raise RuntimeError(
+            f"split_qkv_rmsnorm_rope_triton: Triton cannot launch on {qkv.device.type} tensors here "
+            "(no driver, and TRITON_INTERPRET is not set)"
         )
     num_tokens = qkv.shape[0]
     q = torch.empty((num_tokens, q_size), dtype=qkv.dtype, device=qkv.device)
