@@ -17,8 +17,15 @@ ENV_COUNTS_DIR = "ROPE_EVAL_COUNTS_DIR"
 ENV_INSTANCE = "ROPE_EVAL_INSTANCE"  # one server start: count files of another start are stale
 
 # `reference` is the yardstick the others are judged by: RoPE in float64, rounded once.
-BUILTIN: tuple[str, ...] = ("native", "triton", "platform", "reference")
-Kind = Literal["native", "triton", "platform", "reference", "custom"]
+# `fused` replaces the QK-norm attention prologue (split, q/k RMSNorm, RoPE) with one kernel.
+BUILTIN: tuple[str, ...] = ("native", "triton", "platform", "reference", "fused")
+Kind = Literal["native", "triton", "platform", "reference", "fused", "custom", "custom-fused"]
+# Kinds that replace the attention prologue rather than the RoPE op (eval_harness.plugin.fused).
+FUSED_KINDS: tuple[str, ...] = ("fused", "custom-fused")
+# What a fused-kind path counts besides its own name: the fused kernel's native fallback, and the
+# plain RoPE layers it leaves alone (an eagle3 draft has no QK norm), which keep vLLM's native math.
+FALLBACK_SUFFIX = "(fallback:native)"
+PLAIN_ROPE_SUFFIX = "/rope:native"
 
 # The kernel signature every implementation shares (vLLM's `_custom_ops.rotary_embedding`):
 #   fn(positions, query, key | None, head_size, cos_sin_cache, is_neox) -> None, in place.
@@ -37,27 +44,36 @@ class PathSpec:
 
     @property
     def name(self) -> str:
-        return f"custom:{self.module}:{self.function}" if self.kind == "custom" else self.kind
+        if self.kind in ("custom", "custom-fused"):
+            return f"{self.kind}:{self.module}:{self.function}"
+        return self.kind
+
+    @property
+    def fused(self) -> bool:
+        return self.kind in FUSED_KINDS
 
 
 def parse_path(text: str) -> PathSpec:
-    """`native` | `triton` | `platform` | `custom:<module>:<function>`."""
+    """`native` | `triton` | `platform` | `reference` | `fused` | `custom:<module>:<function>` |
+    `custom-fused:<module>:<function>`."""
     text = text.strip()
     if text in BUILTIN:
         return PathSpec(text)  # type: ignore[arg-type]
-    if text.startswith("custom:"):
-        parts = text.split(":")
-        if len(parts) == 3 and all(parts[1:]):
-            return PathSpec("custom", parts[1], parts[2])
-        raise PathError(f"bad custom path {text!r}: expected custom:<module>:<function>")
+    for kind in ("custom", "custom-fused"):
+        if text.startswith(kind + ":"):
+            parts = text.split(":")
+            if len(parts) == 3 and all(parts[1:]):
+                return PathSpec(kind, parts[1], parts[2])  # type: ignore[arg-type]
+            raise PathError(f"bad {kind} path {text!r}: expected {kind}:<module>:<function>")
     raise PathError(
-        f"unknown RoPE path {text!r}: expected one of {', '.join(BUILTIN)} or custom:<module>:<function>"
+        f"unknown RoPE path {text!r}: expected one of {', '.join(BUILTIN)}, custom:<module>:<function> "
+        "or custom-fused:<module>:<function>"
     )
 
 
 def load_custom(spec: PathSpec) -> RopeFn:
-    """Import a `custom:` target, failing with a message that names what was missing."""
-    assert spec.kind == "custom" and spec.module and spec.function
+    """Import a `custom:` or `custom-fused:` target, failing with a message that names what was missing."""
+    assert spec.kind in ("custom", "custom-fused") and spec.module and spec.function
     try:
         module = importlib.import_module(spec.module)
     except Exception as exc:  # any import-time failure of user code is a config error
