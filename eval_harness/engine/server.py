@@ -92,7 +92,7 @@ def server_env(spec: ServerSpec) -> dict[str, str]:
     )
     if spec.cpu:
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-        if spec.path.kind in ("triton", "custom"):
+        if spec.path.kind in ("triton", "custom", "fused"):
             env["TRITON_INTERPRET"] = "1"  # the only way Triton runs without a GPU
     env.update(spec.env)
     return env

@@ -63,7 +63,11 @@ def register() -> None:
     ops.install(bank, _implementation(spec))
     from . import ascend
 
-    if ascend.ascend_present():
+    if spec.fused:
+        from .fused import install as install_fused
+
+        switched = install_fused(spec)
+    elif ascend.ascend_present():
         ascend.install(spec)
         switched = ["vllm_ascend rope_forward_oot"]
     else:

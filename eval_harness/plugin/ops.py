@@ -30,6 +30,11 @@ def _bump(name: str, device: torch.device) -> None:
         _BANK.bump(name, device)
 
 
+def count(name: str, device: torch.device) -> None:
+    """Count one call of `name` made inside another rope_eval op (the fused path's, plugin/fused.py)."""
+    _bump(name, device)
+
+
 @torch.library.custom_op("rope_eval::apply", mutates_args=("query", "key"))
 def apply(
     positions: torch.Tensor,
