@@ -1,5 +1,6 @@
-"""RoPE benchmarks: native eager, native under torch.compile, our Triton kernel, the fused op, peers,
-and the copy floor, at the Qwen3-8B and GLM4-9B decode and prefill shapes (bf16).
+"""RoPE benchmarks: native eager, native under torch.compile, our Triton kernel, peers, and the copy
+floor, at the Qwen3-8B and GLM4-9B decode and prefill shapes (bf16); then the fused attention prologue
+(split + q/k RMSNorm + RoPE, the `fused` path's kernel) against the same work as separate kernels.
 
     python -m eval_harness.kernels.bench [--json PATH] [--quick] [--only NAME,...]
 
@@ -34,7 +35,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .fused import split_qkv_rmsnorm_rope, split_qkv_rmsnorm_rope_native
+from .fused import rms_norm_heads, rms_norm_native, split_qkv_rmsnorm_rope, split_qkv_rmsnorm_rope_native
 from .reference import cos_sin_cache, rope_native, rotary_embedding_f64
 from .rope import rotary_embedding
 
@@ -81,6 +82,7 @@ class Result:
     us_cudagraph: float | None
     host_us: float | None  # CPU time to issue one call (CUDA only)
     rel_err: float | None  # ||out - ref|| / ||ref|| against the float64 reference, before timing
+    section: str = "rope"  # "rope" or "fused" (the fused attention prologue)
 
 
 class Case:
@@ -119,7 +121,6 @@ class Case:
 
 def _impls(case: Case, device: torch.device) -> dict[str, tuple[Callable[[], object], bool]]:
     """name -> (call, whether the float64 RoPE reference applies to its q/k result)."""
-    s = case.shape
     impls: dict[str, tuple[Callable[[], object], bool]] = {
         "copy floor": (lambda: case.copy_dst.copy_(case.copy_src), False),
         "native eager": (lambda: rope_native(*case.rope_args()), True),
@@ -128,20 +129,6 @@ def _impls(case: Case, device: torch.device) -> dict[str, tuple[Callable[[], obj
     if device.type == "cuda":
         compiled = torch.compile(rope_native, fullgraph=True, dynamic=False)
         impls["native compiled"] = (lambda: compiled(*case.rope_args()), True)
-    if s.is_neox and s.rot_dim == s.head_size:
-        fused_kw = dict(
-            q_size=case.q_size,
-            kv_size=case.kv_size,
-            head_size=s.head_size,
-            eps=1e-6,
-            cos_sin_cache=case.cache,
-            positions=case.positions,
-            is_neox=True,
-        )
-        impls["fused qknorm+rope (ours)"] = (
-            lambda: split_qkv_rmsnorm_rope(case.qkv, case.q_weight, case.k_weight, **fused_kw),
-            False,
-        )
     impls.update(_peers(case))
     return impls
 
@@ -237,23 +224,151 @@ def _first_call_ok(name: str, call: Callable[[], object], notes: list[str]) -> b
     return True
 
 
-def run(shapes: list[Shape], device: torch.device, notes: list[str], only: set[str] | None) -> list[Result]:
+PEERS = ("flashinfer", "liger", "vllm fused_qk_norm_rope", "unfused: vllm rmsnorm + rope (ours)")
+
+
+def run(
+    shapes: list[Shape], device: torch.device, notes: list[str], only: set[str] | None, section: str = "rope"
+) -> list[Result]:
+    impls_of, rel_err_of = (_impls, _rel_err) if section == "rope" else (_fused_impls, _fused_rel_err)
     results = []
     for shape in shapes:
         case = Case(shape, device)
-        for name, (call, check) in _impls(case, device).items():
+        for name, (call, check) in impls_of(case, device).items():
             if only is not None and name not in only and name != "copy floor":
                 continue
-            if name in ("flashinfer", "liger") and not _first_call_ok(name, call, notes):
+            if name in PEERS and not _first_call_ok(name, call, notes):
                 continue
-            rel_err = _rel_err(case, call) if check else None
+            rel_err = rel_err_of(case, call) if check else None
             case.qkv.copy_(case.qkv_start)
             if device.type == "cuda":
                 us, graph_us, host_us = _time_cuda(call, shape.decode)
             else:
                 us, graph_us, host_us = _time_cpu(call), None, None
-            results.append(Result(shape.name, name, us, graph_us, host_us, rel_err))
+            results.append(Result(shape.name, name, us, graph_us, host_us, rel_err, section))
     return results
+
+
+# ---- the fused attention prologue --------------------------------------------------------------------
+
+EPS = 1e-6  # Qwen3's rms_norm_eps
+FUSED = "fused qknorm+rope (ours)"
+UNFUSED = ("unfused: vllm rmsnorm + rope (ours)", "unfused: compiled rmsnorm + rope (ours)")
+NormFn = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
+
+
+def _vllm_rms_norm() -> NormFn | None:
+    """vLLM's CUDA RMSNorm kernel, called as its RMSNorm layer calls it on CUDA; None without vLLM's _C."""
+    try:
+        import vllm._custom_ops  # noqa: F401  (loads torch.ops._C)
+
+        op = torch.ops._C.rms_norm
+    except (ImportError, AttributeError, RuntimeError):
+        return None
+
+    def norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+        op(out, x, weight, eps)
+        return out
+
+    return norm
+
+
+def _unfused(case: Case, norm: NormFn) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
+    """Split (views), RMSNorm of the q heads, RMSNorm of the k heads, then our RoPE in place on the results:
+    the three launches of an unfused Qwen3 attention prologue."""
+    s = case.shape
+
+    def call() -> tuple[torch.Tensor, torch.Tensor]:
+        q, k = case.qk()
+        qn = norm(q.view(s.tokens, s.q_heads, s.head_size), case.q_weight, EPS).view(s.tokens, -1)
+        kn = norm(k.view(s.tokens, s.kv_heads, s.head_size), case.k_weight, EPS).view(s.tokens, -1)
+        rotary_embedding(case.positions, qn, kn, s.head_size, case.cache, s.is_neox)
+        return qn, kn
+
+    return call
+
+
+def _vllm_fused(case: Case) -> Callable[[], tuple[torch.Tensor, torch.Tensor]] | None:
+    """vLLM's CUDA `fused_qk_norm_rope` (its qk-norm+RoPE fusion pass's kernel), in place on qkv."""
+    s = case.shape
+    if s.rot_dim != s.head_size or s.head_size not in (64, 128, 256):
+        return None
+    try:
+        from vllm._custom_ops import fused_qk_norm_rope
+    except ImportError:
+        return None
+
+    def call() -> tuple[torch.Tensor, torch.Tensor]:
+        fused_qk_norm_rope(
+            case.qkv, s.q_heads, s.kv_heads, s.kv_heads, s.head_size, EPS,
+            case.q_weight, case.k_weight, case.cache, s.is_neox, case.positions,
+        )  # fmt: skip
+        return case.qk()
+
+    return call
+
+
+def fused_floor_elements(shape: Shape) -> int:
+    """bf16 elements a copy must move to match the prologue's bytes: q and k heads read whole (the norm
+    needs every element) and written, plus the gathered cos/sin rows read; a copy reads and writes."""
+    qk = shape.tokens * (shape.q_heads + shape.kv_heads) * shape.head_size
+    return (2 * qk + shape.tokens * shape.rot_dim) // 2
+
+
+def _fused_impls(case: Case, device: torch.device) -> dict[str, tuple[Callable[[], object], bool]]:
+    s = case.shape
+    kw = dict(
+        q_size=case.q_size,
+        kv_size=case.kv_size,
+        head_size=s.head_size,
+        eps=EPS,
+        cos_sin_cache=case.cache,
+        positions=case.positions,
+        is_neox=s.is_neox,
+    )
+    src = torch.empty(fused_floor_elements(s), dtype=torch.bfloat16, device=device)
+    dst = torch.empty_like(src)
+    impls: dict[str, tuple[Callable[[], object], bool]] = {
+        "copy floor": (lambda: dst.copy_(src), False),
+        FUSED: (lambda: split_qkv_rmsnorm_rope(case.qkv, case.q_weight, case.k_weight, **kw), True),
+    }
+    vllm_norm = _vllm_rms_norm() if device.type == "cuda" else None
+    if vllm_norm is not None:
+        impls[UNFUSED[0]] = (_unfused(case, vllm_norm), True)
+    # Compiled on CUDA, as Inductor makes one kernel of it; eager through the CPU smoke run.
+    norm = torch.compile(rms_norm_native, dynamic=False) if device.type == "cuda" else rms_norm_native
+    impls[UNFUSED[1]] = (_unfused(case, norm), True)
+    peer = _vllm_fused(case) if device.type == "cuda" else None
+    if peer is not None:
+        impls["vllm fused_qk_norm_rope"] = (peer, True)
+    return impls
+
+
+def _fused_rel_err(case: Case, call: Callable[[], object]) -> float:
+    """Run `call` once on the start values; error of its q and k against float64 RoPE of the unfused
+    path's normalised q and k (the reference is taken first: vLLM's op rewrites qkv in place)."""
+    s = case.shape
+    case.qkv.copy_(case.qkv_start)
+    q, k = case.qk()
+    z_q = rms_norm_heads(q, case.q_weight, None, s.head_size, EPS)
+    z_k = rms_norm_heads(k, case.k_weight, None, s.head_size, EPS)
+    ref_q, ref_k = rotary_embedding_f64(case.positions, z_q, z_k, s.head_size, case.cache, s.is_neox)
+    out = call()
+    got = torch.cat([out[0].reshape(s.tokens, -1).double(), out[1].reshape(s.tokens, -1).double()], dim=1)
+    ref = torch.cat([ref_q, ref_k], dim=1)
+    return float((got - ref).norm() / ref.norm())
+
+
+def fused_speedups(results: list[Result]) -> dict[str, float]:
+    """Per shape, the fastest unfused baseline's time over the fused kernel's (above 1: fused is faster)."""
+    out = {}
+    for shape in dict.fromkeys(r.shape for r in results if r.section == "fused"):
+        rows = {r.impl: r.us for r in results if r.section == "fused" and r.shape == shape}
+        unfused = [rows[name] for name in UNFUSED if name in rows]
+        if FUSED in rows and unfused:
+            out[shape] = min(unfused) / rows[FUSED]
+    return out
 
 
 def _fused_check(device: torch.device) -> float:
@@ -277,7 +392,8 @@ def _fused_check(device: torch.device) -> float:
 
 
 def _table(results: list[Result], header: str) -> str:
-    cols = f"{'shape':34} {'impl':26} {'us':>9} {'graph us':>9} {'host us':>9} {'x floor':>8} {'rel err':>9}"
+    """One section's rows; `x floor` is against that section's copy floor for the shape."""
+    cols = f"{'shape':34} {'impl':40} {'us':>9} {'graph us':>9} {'host us':>9} {'x floor':>8} {'rel err':>9}"
     lines = [header, cols]
     floors = {r.shape: r.us for r in results if r.impl == "copy floor"}
 
@@ -286,7 +402,7 @@ def _table(results: list[Result], header: str) -> str:
 
     for r in results:
         lines.append(
-            f"{r.shape:34} {r.impl:26} {r.us:9.2f} {cell(r.us_cudagraph, '9.2f')} {cell(r.host_us, '9.1f')} "
+            f"{r.shape:34} {r.impl:40} {r.us:9.2f} {cell(r.us_cudagraph, '9.2f')} {cell(r.host_us, '9.1f')} "
             f"{r.us / floors[r.shape]:8.2f} {cell(r.rel_err, '9.1e')}"
         )
     return "\n".join(lines)
@@ -326,14 +442,27 @@ def main(argv: list[str] | None = None) -> int:
     notes: list[str] = []
     only = None if args.only is None else {name.strip() for name in args.only.split(",")}
     results = run(shapes, device, notes, only)
+    fused = run(shapes, device, notes, only, section="fused")
     meta["fused_max_rel_diff_vs_native"] = _fused_check(device)
     header = "  ".join(f"{k}={v}" for k, v in meta.items())
     print(_table(results, header))
+    print()
+    print(_table(fused, "fused attention prologue: split + q/k RMSNorm + RoPE"))
+    speedups = fused_speedups(fused)
+    for shape, ratio in speedups.items():
+        print(f"{shape}: unfused / fused = {ratio:.2f}x")
+    results += fused
     for note in notes:
         print("note:", note)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({**meta, "notes": notes, "results": [asdict(r) for r in results]}, f, indent=2)
+            record = {
+                **meta,
+                "notes": notes,
+                "fused_speedup": speedups,
+                "results": [asdict(r) for r in results],
+            }
+            json.dump(record, f, indent=2)
     return 0
 
 

@@ -156,3 +156,41 @@ def test_native_rms_norm_is_vllm(vllm_rms_norm, dtype: torch.dtype) -> None:
     x = torch.randn(5, 4, 128, device=DEVICE).to(dtype)
     w = torch.randn(128, device=DEVICE).to(dtype)
     assert torch.equal(rms_norm_native(x, w, 1e-6), vllm_rms_norm(x, w, 1e-6))
+
+
+# ---- the benchmark's fused section, on the CPU through the interpreter (timings meaningless here) -----
+
+
+def test_bench_fused_section_checks_every_impl_against_float64() -> None:
+    from eval_harness.kernels import bench
+
+    shape = bench.QUICK_SHAPES[0]
+    results = bench.run([shape], DEVICE, [], None, section="fused")
+    by_impl = {r.impl: r for r in results}
+    assert {"copy floor", bench.FUSED, bench.UNFUSED[1]} <= set(by_impl)
+    assert all(r.section == "fused" and r.us > 0 for r in results)
+    # bf16 storage: the fused kernel and the unfused baseline both land within bf16 rounding of float64
+    for name in (bench.FUSED, bench.UNFUSED[1]):
+        assert by_impl[name].rel_err is not None and by_impl[name].rel_err < 1e-2, name
+    assert set(bench.fused_speedups(results)) == {shape.name}
+
+
+def test_bench_fused_floor_counts_the_bytes_the_prologue_moves() -> None:
+    from eval_harness.kernels.bench import Shape, fused_floor_elements
+
+    shape = Shape("s", tokens=4, q_heads=4, kv_heads=2, head_size=128, rot_dim=64, is_neox=True)
+    # q and k read and written whole (2 * 4 * 6 * 128), cos/sin rows read (4 * 64); a copy moves twice
+    assert fused_floor_elements(shape) == (2 * 4 * 6 * 128 + 4 * 64) // 2
+
+
+def test_bench_main_runs_both_sections(tmp_path) -> None:
+    import json
+
+    from eval_harness.kernels import bench
+
+    out = tmp_path / "bench.json"
+    assert bench.main(["--quick", "--only", "copy floor", "--json", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert {r["section"] for r in record["results"]} == {"rope", "fused"}
+    # against native's bf16 RoPE (rounded in bf16): the tolerance check_fused allows against it
+    assert record["fused_max_rel_diff_vs_native"] < 8 * EPS[torch.bfloat16]
