@@ -82,3 +82,10 @@ def load_custom(spec: PathSpec) -> RopeFn:
     if not callable(fn):
         raise PathError(f"path {spec.name}: module {spec.module!r} has no callable {spec.function!r}")
     return fn
+
+
+def accepted_counts(path: str) -> frozenset[str]:
+    """The count names a correct run of `path` may show: its own, and for a fused-kind path the plain RoPE
+    layers it leaves native (an eagle3 draft has no QK norm to fuse with). Never a fallback's name."""
+    spec = parse_path(path)
+    return frozenset({spec.name, spec.name + PLAIN_ROPE_SUFFIX} if spec.fused else {spec.name})
