@@ -74,7 +74,14 @@ def _spec(run_dir: Path, model: str, path: str, args: list[str], draft: str | No
     if draft:
         spec_cfg = {"method": "eagle3", "model": str(weights_dir(draft)), "num_speculative_tokens": 3}
         serve_args += ["--speculative-config", json.dumps(spec_cfg)]
-    return ServerSpec(str(weights_dir(model)), parse_path(path), run_dir, "fused-test", serve_args)
+    return ServerSpec(
+        model=str(weights_dir(model)),
+        path=parse_path(path),
+        log_file=run_dir / "server.log",
+        counts_dir=run_dir / "counts",
+        serve_args=serve_args,
+        startup_timeout=600,
+    )
 
 
 def serve_and_measure(run_dir: Path, path: str, args: list[str], draft: str | None = None) -> Served:
@@ -181,9 +188,7 @@ def test_fused_compiled_with_eagle3_draft(measure) -> None:
 @pytest.mark.vllm
 def test_fused_refuses_a_model_without_qk_norm(tmp_path: Path) -> None:
     """GLM-4-0414 has no q_norm/k_norm: `fused` must fail at start-up, not serve something else."""
-    spec = _spec(tmp_path, NO_QK_NORM, "fused", EAGER)
-    spec = ServerSpec(spec.model, spec.path, tmp_path, "no-qk-norm", spec.serve_args, startup_timeout=600)
-    server = VllmServer(spec)
+    server = VllmServer(_spec(tmp_path, NO_QK_NORM, "fused", EAGER))
     with pytest.raises(ServerError, match="exited with code") as info:
         server.start()
     assert "no split + q/k RMSNorm + RoPE prologue to fuse" in str(info.value)
