@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import statistics
@@ -274,6 +275,11 @@ def _vllm_rms_norm() -> NormFn | None:
     return norm
 
 
+@functools.cache
+def _compiled_rms_norm() -> NormFn:
+    return torch.compile(rms_norm_native, dynamic=True, fullgraph=True)
+
+
 def _unfused(case: Case, norm: NormFn) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
     """Split (views), RMSNorm of the q heads, RMSNorm of the k heads, then our RoPE in place on the results:
     the three launches of an unfused Qwen3 attention prologue."""
@@ -336,8 +342,10 @@ def _fused_impls(case: Case, device: torch.device) -> dict[str, tuple[Callable[[
     vllm_norm = _vllm_rms_norm() if device.type == "cuda" else None
     if vllm_norm is not None:
         impls[UNFUSED[0]] = (_unfused(case, vllm_norm), True)
-    # Compiled on CUDA, as Inductor makes one kernel of it; eager through the CPU smoke run.
-    norm = torch.compile(rms_norm_native, dynamic=False) if device.type == "cuda" else rms_norm_native
+    # Compiled on CUDA, as Inductor makes one kernel of it; eager through the CPU smoke run. Dynamic, as vLLM
+    # compiles its model: q and k heads of every shape would otherwise exceed Dynamo's recompile limit (8)
+    # and the later shapes would silently time eager torch.
+    norm = _compiled_rms_norm() if device.type == "cuda" else rms_norm_native
     impls[UNFUSED[1]] = (_unfused(case, norm), True)
     peer = _vllm_fused(case) if device.type == "cuda" else None
     if peer is not None:
