@@ -509,7 +509,7 @@ def preflight(opts: RunOptions) -> Prepared:
     cfg = opts.config
     for p in cfg.paths:
         spec = parse_path(p)
-        if spec.kind == "custom":
+        if spec.kind in ("custom", "custom-fused"):
             load_custom(spec)
     for m in cfg.models:
         resolve_model(m.path, opts.models_dir)
