@@ -63,8 +63,15 @@ class Group:
     sequences: int = 8
 
 
+FUSED_BUGS = "custom-fused:eval_harness.selftest.fused_bugs:"
+
+
 def _bug(name: str, what: str, level: str = "L1", **kw) -> Case:
     return Case(name, BUGS + name, what, level, **kw)
+
+
+def _fused_bug(name: str, what: str, level: str = "L1", **kw) -> Case:
+    return Case(name, FUSED_BUGS + name, what, level, **kw)
 
 
 TRITON = Case("triton", "triton", "our Triton kernel (correct)", None)
@@ -95,6 +102,24 @@ GROUPS: tuple[Group, ...] = (
             ),
         ),
         toy_problems=TOY_PROBLEMS,
+    ),
+    Group(
+        "qwen3-fused",
+        "qwen3-toy",  # trained q/k norm weights: under all-ones weights two of these bugs change nothing
+        None,
+        (
+            Case("fused", "fused", "our fused split + q/k RMSNorm + RoPE kernel (correct)", None),
+            Case(
+                "control_fused_reference",
+                FUSED_BUGS + "control_fused_reference",
+                "the unfused torch prologue served through custom-fused (correct)",
+                None,
+            ),
+            _fused_bug("norm_after_rope", "q/k RMSNorm applied after RoPE instead of before"),
+            _fused_bug("k_norm_uses_q_weight", "k normalised with q_norm's weight"),
+            _fused_bug("gqa_k_offset", "k read from the q/k boundary computed with the kv head count (GQA)"),
+        ),
+        toy_problems=TOY_PROBLEMS // 3,
     ),
     Group(
         "glm4-partial",
