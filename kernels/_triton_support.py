@@ -7,10 +7,12 @@ caller may set the variable after importing this package, as long as it does so 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -23,6 +25,7 @@ except ImportError:  # kernels are then never launched; their tl.constexpr annot
 
 logger = logging.getLogger(__name__)
 _warned = False
+_scope = threading.local()  # what the kernels of this thread ran instead of Triton, inside fallback_scope
 
 
 def next_pow2(n: int) -> int:
@@ -70,8 +73,12 @@ def _usable(device_type: str, interpret: bool) -> bool:
     return can_launch(device_type, has_triton=has_triton, interpret=interpret, has_driver=has_driver)
 
 
-def warn_fallback_once(what: str, device: torch.device) -> None:
-    """One warning per process: a fallback on every call would flood a serving log."""
+def warn_fallback_once(what: str, device: torch.device, used: str = "native") -> None:
+    """Record a fallback to `used` in the enclosing `fallback_scope` (every call: a caller counting what
+    ran must see each one), and warn once per process: a warning on every call would flood a serving log."""
+    seen = getattr(_scope, "seen", None)
+    if seen is not None:
+        seen.append(used)
     global _warned
     if _warned:
         return
@@ -81,7 +88,22 @@ def warn_fallback_once(what: str, device: torch.device) -> None:
         if triton is None
         else f"no Triton driver for {device.type} tensors and TRITON_INTERPRET is not set"
     )
-    logger.warning("%s: %s; using the native torch implementation instead (warned once)", what, reason)
+    logger.warning("%s: %s; using the %s torch implementation instead (warned once)", what, reason, used)
+
+
+@contextlib.contextmanager
+def fallback_scope() -> Iterator[list[str]]:
+    """Collect what ran instead of a Triton kernel inside the block, one name per fallback: the RoPE
+    path counts a call that fell back under its own name, never as the kernel it asked for."""
+    outer = getattr(_scope, "seen", None)
+    seen: list[str] = []
+    _scope.seen = seen
+    try:
+        yield seen
+    finally:
+        _scope.seen = outer
+        if outer is not None:
+            outer.extend(seen)
 
 
 class LazyJit:

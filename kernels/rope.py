@@ -260,7 +260,8 @@ def rotary_embedding(
 ) -> None:
     """Rotate `query` and `key` in place, as vLLM's `_custom_ops.rotary_embedding` does.
 
-    Falls back to vLLM's native torch math (one warning per process) where Triton cannot launch.
+    Falls back to vLLM's native torch math (one warning per process) where Triton cannot launch, and
+    reports each fallback to an enclosing `fallback_scope`, so a caller counting calls can name what ran.
     """
     q_layout, k_layout = _check_inputs(positions, query, key, head_size, cos_sin_cache)
     if query.shape[0] == 0:

@@ -5,29 +5,47 @@ run on every call instead of being traced away, and the counter bump inside stay
 data path. `apply` runs a kernel-signature implementation in place; `mark` only counts, for
 paths whose math must stay traceable (vLLM's native math is compiled by Inductor in real
 deployments, and the `native` baseline should be that, not an eager copy of it).
+
+`apply` counts after the implementation returns, under the name of what ran: an implementation
+that fell back (our Triton kernel where Triton cannot launch) counts as `triton(fallback:native)`,
+so an arm that silently ran native math fails verification instead of passing with KL 0.
 """
 
 from __future__ import annotations
 
 import torch
 
+from eval_harness.kernels._triton_support import fallback_scope
 from eval_harness.paths import RopeFn
 
-from .counters import CounterBank
+from .counters import CounterBank, CountsWriter
 
 _BANK: CounterBank | None = None
+_WRITER: CountsWriter | None = None
 _IMPLS: dict[str, RopeFn] = {}
 
 
-def install(bank: CounterBank, impls: dict[str, RopeFn]) -> None:
-    global _BANK
-    _BANK = bank
+def install(bank: CounterBank, impls: dict[str, RopeFn], writer: CountsWriter | None = None) -> None:
+    global _BANK, _WRITER
+    _BANK, _WRITER = bank, writer
     _IMPLS.update(impls)
+
+
+def alias(name: str, target: str) -> None:
+    """Run `target`'s implementation under another counter name (a degraded variant of a path)."""
+    _IMPLS[name] = _IMPLS[target]
 
 
 def _bump(name: str, device: torch.device) -> None:
     if _BANK is not None:
         _BANK.bump(name, device)
+        if _WRITER is not None and not _WRITER.started:
+            _WRITER.ensure_started()  # the first call of this process (or of a forked child)
+
+
+def executed_name(impl: str, fallbacks: list[str]) -> str:
+    """The counter name of a call: the implementation, or what it fell back to."""
+    return f"{impl}(fallback:{'+'.join(sorted(set(fallbacks)))})" if fallbacks else impl
 
 
 def count(name: str, device: torch.device) -> None:
@@ -45,8 +63,9 @@ def apply(
     is_neox: bool,
     impl: str,
 ) -> None:
-    _bump(impl, query.device)
-    _IMPLS[impl](positions, query, key, head_size, cos_sin_cache, is_neox)
+    with fallback_scope() as fallbacks:
+        _IMPLS[impl](positions, query, key, head_size, cos_sin_cache, is_neox)
+    _bump(executed_name(impl, fallbacks), query.device)
 
 
 @apply.register_fake
