@@ -10,7 +10,15 @@ import logging
 import os
 from pathlib import Path
 
-from eval_harness.paths import ENV_COUNTS_DIR, ENV_PATH, PathSpec, RopeFn, load_custom, parse_path
+from eval_harness.paths import (
+    ENV_COUNTS_DIR,
+    ENV_INSTANCE,
+    ENV_PATH,
+    PathSpec,
+    RopeFn,
+    load_custom,
+    parse_path,
+)
 
 logger = logging.getLogger("rope_eval.plugin")
 ENV_CACHE_ISOLATED = "ROPE_EVAL_CACHE_ISOLATED"
@@ -60,7 +68,9 @@ def register() -> None:
     from .counters import CounterBank, CountsWriter
 
     bank = CounterBank(spec.name)
-    ops.install(bank, _implementation(spec))
+    counts_dir = os.environ.get(ENV_COUNTS_DIR)
+    writer = CountsWriter(bank, Path(counts_dir), os.environ.get(ENV_INSTANCE)) if counts_dir else None
+    ops.install(bank, _implementation(spec), writer)
     from . import ascend
 
     if spec.fused:
@@ -74,9 +84,9 @@ def register() -> None:
         from .rotary import register_classes
 
         switched = register_classes(spec)
-    counts_dir = os.environ.get(ENV_COUNTS_DIR)
-    if counts_dir:
-        CountsWriter(bank, Path(counts_dir)).start()
+    from .coverage import install
+
+    install(bank, writer, ascend.note_model if ascend.ascend_present() else None)
     _registered = spec
     logger.warning(
         "rope-eval: RoPE path %s active in pid %d (%s)", spec.name, os.getpid(), ", ".join(switched)

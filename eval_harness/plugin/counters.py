@@ -7,8 +7,15 @@ the unified address space: graph replays keep counting, and a host thread reads 
 no CUDA call at all (a sync there could break a graph capture in progress). On the CPU a
 plain tensor add does the same job.
 
+Nothing here touches CUDA before the first RoPE call of a worker: vLLM loads plugins in a
+process that may fork the engine afterwards, and a CUDA context created before a fork kills
+the child ("CUDA error: initialization error"). So the counters are allocated at the first
+bump, pinned only when that bump is for a CUDA tensor.
+
 A daemon thread writes `counts-<host>-<pid>.json` into `ROPE_EVAL_COUNTS_DIR` twice a second
-and at exit; the harness reads them back with `eval_harness.proof` (no torch there).
+and at exit; the harness reads them back with `eval_harness.proof` (no torch there). The thread
+starts at the first bump or model load of a process, and again in a forked child (threads do not
+survive a fork), whose counts start from zero.
 """
 
 from __future__ import annotations
@@ -17,17 +24,18 @@ import atexit
 import json
 import os
 import socket
+import sys
 import threading
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from eval_harness.proof import ProcessCounts
+from eval_harness.proof import FORMAT, ModelCoverage, ProcessCounts, Worker
 
 FLUSH_SECONDS = 0.5
-MAX_SLOTS = 16
+IDLE_FLUSHES = 2  # unchanged over this many flushes: no forward pass is half counted
+MAX_SLOTS = 64
 
 
 def _bump_kernel():
@@ -58,13 +66,13 @@ class _HostPointer:
 
 
 class CounterBank:
-    """Slots of int64 counters, one slot per implementation name."""
+    """Slots of int64 counters, one slot per implementation name; memory allocated at the first bump."""
 
     def __init__(self, path: str):
         self.path = path
         self.slots: dict[str, int] = {}
-        pin = torch.cuda.is_available()
-        self.host = torch.zeros(MAX_SLOTS, dtype=torch.int64, pin_memory=pin)
+        self.host: torch.Tensor | None = None
+        self._pinned = False
         self._cuda_bump = None
         self._lock = threading.Lock()
 
@@ -76,42 +84,134 @@ class CounterBank:
                 self.slots[name] = len(self.slots)
             return self.slots[name]
 
+    def _counters(self, device: torch.device) -> torch.Tensor:
+        """The counters, allocated now if needed: pinned for a CUDA bump (CUDA is in use by then)."""
+        cuda = device.type == "cuda"
+        host = self.host
+        if host is not None and (self._pinned or not cuda):
+            return host
+        with self._lock:
+            if self.host is None or (cuda and not self._pinned):
+                fresh = torch.zeros(MAX_SLOTS, dtype=torch.int64, pin_memory=cuda)
+                if self.host is not None:
+                    fresh.copy_(self.host)  # a CPU bump came first; keep its counts
+                self.host, self._pinned = fresh, cuda
+            return self.host
+
     def bump(self, name: str, device: torch.device) -> None:
         slot = self.slot(name)
+        host = self._counters(device)
         if device.type == "cuda":
             if self._cuda_bump is None:
                 self._cuda_bump = _bump_kernel()
-            self._cuda_bump[(1,)](_HostPointer(self.host), slot)
+            self._cuda_bump[(1,)](_HostPointer(host), slot)
         else:
-            self.host[slot] += 1
+            host[slot] += 1
 
     def snapshot(self) -> dict[str, int]:
-        values = self.host.tolist()  # host memory: no device sync
+        host = self.host
+        if host is None:
+            return {name: 0 for name in self.slots}
+        values = host.tolist()  # host memory: no device sync
         return {name: int(values[i]) for name, i in self.slots.items()}
+
+    def reset(self) -> None:
+        """In a forked child: the parent's counts (and its lock's state) are the parent's."""
+        self._lock = threading.Lock()
+        self.slots, self.host, self._pinned, self._cuda_bump = {}, None, False, None
+
+
+def worker_identity() -> tuple[Worker | None, int | None]:
+    """This process's ranks, read from vLLM's parallel state if this process has one. Only modules
+    already imported are read: at flush time, never at plugin load, and nothing is initialised."""
+    ps = sys.modules.get("vllm.distributed.parallel_state")
+    if ps is None:
+        return None, None
+    ranks = {}
+    for key, group in (("tp", "_TP"), ("pp", "_PP"), ("dp", "_DP")):
+        coordinator = getattr(ps, group, None)
+        if coordinator is not None:
+            ranks[key] = int(coordinator.rank_in_group)
+    world = getattr(ps, "_WORLD", None)
+    world_rank = int(world.rank) if world is not None else None
+    # The TP group exists exactly when vLLM has set up model parallelism in this process.
+    return (Worker(**ranks) if "tp" in ranks else None), world_rank
 
 
 class CountsWriter:
-    """Flushes one bank to its file periodically and at exit."""
+    """Flushes one bank, and the coverage of the models this process loaded, to its file."""
 
-    def __init__(self, bank: CounterBank, directory: Path):
+    def __init__(self, bank: CounterBank, directory: Path, instance: str | None):
         self.bank = bank
-        directory.mkdir(parents=True, exist_ok=True)
-        self.file = directory / f"counts-{socket.gethostname()}-{os.getpid()}.json"
-        self._stop = threading.Event()
+        self.directory = directory
+        self.instance = instance
+        self.models: dict[int, ModelCoverage] = {}  # id(model) -> its coverage
+        self.started = False
+        self._lock = threading.Lock()
+        self._last: dict[str, int] | None = None
+        self._unchanged = 0
+        self._identity: tuple[Worker | None, int | None] = (None, None)
 
-    def start(self) -> None:
-        threading.Thread(target=self._loop, name="rope-eval-counts", daemon=True).start()
-        atexit.register(self.flush)
+    @property
+    def file(self) -> Path:
+        return self.directory / f"counts-{socket.gethostname()}-{os.getpid()}.json"
+
+    def ensure_started(self) -> None:
+        """Start the flush thread of this process (once; again after a fork)."""
+        if self.started:
+            return
+        with self._lock:
+            if self.started:
+                return
+            self.directory.mkdir(parents=True, exist_ok=True)
+            threading.Thread(target=self._loop, name="rope-eval-counts", daemon=True).start()
+            atexit.register(self.flush, final=True)
+            self.started = True
+
+    def after_fork(self) -> None:
+        self._lock = threading.Lock()
+        self.models, self.started, self._last, self._unchanged = {}, False, None, 0
+        self._identity = (None, None)
+
+    def identity(self) -> tuple[Worker | None, int | None]:
+        """The ranks, kept once known: vLLM tears its parallel state down before the final flush."""
+        if self._identity[0] is None:
+            self._identity = worker_identity()
+        return self._identity
+
+    def add_model(self, key: int, coverage: ModelCoverage) -> None:
+        self.models[key] = coverage
+        self.ensure_started()
+        self.flush()  # a worker that loaded a model shows up even before its first call
 
     def _loop(self) -> None:
-        while not self._stop.wait(FLUSH_SECONDS):
+        while True:
+            time.sleep(FLUSH_SECONDS)
             self.flush()
 
-    def flush(self) -> None:
+    def flush(self, final: bool = False) -> None:
+        if self.started is False:
+            return  # atexit registered by the parent of a fork: not this process's file
         counts = self.bank.snapshot()
-        if not any(counts.values()):
+        if not any(counts.values()) and not self.models:
             return  # processes that never run the model (the API server) leave no file
-        record = ProcessCounts(os.getpid(), socket.gethostname(), self.bank.path, counts, time.time())
-        tmp = self.file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(record)))
-        os.replace(tmp, self.file)  # atomic: the harness never reads half a file
+        self._unchanged = self._unchanged + 1 if counts == self._last else 0
+        self._last = counts
+        worker, world_rank = self.identity()
+        record = ProcessCounts(
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            path=self.bank.path,
+            counts=counts,
+            updated=time.time(),
+            instance=self.instance,
+            worker=worker,
+            world_rank=world_rank,
+            models=list(self.models.values()),
+            idle=final or self._unchanged >= IDLE_FLUSHES,
+            format=FORMAT,
+        )
+        file = self.file
+        tmp = file.with_suffix(f".{threading.get_ident()}.tmp")
+        tmp.write_text(json.dumps(record.to_json()))
+        os.replace(tmp, file)  # atomic: the harness never reads half a file

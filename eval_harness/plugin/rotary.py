@@ -10,24 +10,24 @@ requested path runs.
 from __future__ import annotations
 
 import torch
+import vllm.model_executor.layers.rotary_embedding  # noqa: F401  (imports every vLLM RoPE class)
 from vllm.model_executor.custom_op import CustomOp, op_registry_oot
-from vllm.model_executor.layers import rotary_embedding as rope_pkg
 from vllm.model_executor.layers.rotary_embedding.base import RotaryEmbedding
 from vllm.platforms import current_platform
 
 from eval_harness.paths import PathSpec
 
 from . import ops
+from .coverage import SWITCHED_ATTR
 
-# Subclasses that only change how `cos_sin_cache` is built and keep RotaryEmbedding's
-# forward: for these, swapping the forward swaps the path without changing the math.
-CANDIDATE_CLASSES = (
-    "RotaryEmbedding",
-    "Llama3RotaryEmbedding",
-    "LinearScalingRotaryEmbedding",
-    "DynamicNTKScalingRotaryEmbedding",
-    "NTKScalingRotaryEmbedding",
-    "YaRNScalingRotaryEmbedding",
+FORWARDS = (
+    "forward",
+    "forward_native",
+    "forward_cuda",
+    "forward_cpu",
+    "forward_oot",
+    "forward_hip",
+    "forward_xpu",
 )
 
 
@@ -86,29 +86,28 @@ def _make_class(base: type[RotaryEmbedding], spec: PathSpec) -> type:
             # A buffer, so it follows the module to its device; built here, outside any traced forward.
             self.register_buffer(REFERENCE_CACHE, _reference_cache(self), persistent=False)
 
-    methods = {
-        m: forward
-        for m in (
-            "forward_native",
-            "forward_cuda",
-            "forward_cpu",
-            "forward_oot",
-            "forward_hip",
-            "forward_xpu",
-        )
-    }
-    return type(f"RopeEval{base.__name__}", (base,), {"__init__": __init__, **methods})
+    methods = {m: forward for m in FORWARDS if m != "forward"}  # CustomOp.forward dispatches to these
+    attrs = {"__init__": __init__, SWITCHED_ATTR: True, **methods}
+    return type(f"RopeEval{base.__name__}", (base,), attrs)
+
+
+def _subclasses(cls: type) -> list[type]:
+    out = []
+    for sub in cls.__subclasses__():
+        out += [sub, *_subclasses(sub)]
+    return out
 
 
 def switchable_classes() -> list[type[RotaryEmbedding]]:
-    """The RoPE classes whose forward is RotaryEmbedding's, so the swap preserves the math."""
-    out = []
-    for cls_name in CANDIDATE_CLASSES:
-        cls = getattr(rope_pkg, cls_name, None)
-        if cls is None:
-            continue
-        own = [m for m in ("forward_native", "forward_cuda", "forward_cpu") if m in vars(cls)]
-        if cls is RotaryEmbedding or not own:
+    """vLLM's RoPE classes whose forward is RotaryEmbedding's (they only change how `cos_sin_cache` is
+    built), so swapping the forward swaps the path without changing the math. Every other RoPE class
+    (its own forward: MRoPE, DeepSeek scaling, ...) stays vLLM's, and its calls count as unswitched."""
+    out = [RotaryEmbedding]
+    for cls in _subclasses(RotaryEmbedding):
+        if vars(cls).get(SWITCHED_ATTR) or not cls.__module__.startswith("vllm."):
+            continue  # ours, or a platform plugin's
+        between = cls.__mro__[: cls.__mro__.index(RotaryEmbedding)]
+        if not any(m in vars(c) for c in between for m in FORWARDS) and cls not in out:
             out.append(cls)
     return out
 
