@@ -8,6 +8,7 @@ light: no torch import at module level.
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -30,6 +31,7 @@ PLAIN_ROPE_SUFFIX = "/rope:native"
 # The kernel signature every implementation shares (vLLM's `_custom_ops.rotary_embedding`):
 #   fn(positions, query, key | None, head_size, cos_sin_cache, is_neox) -> None, in place.
 RopeFn = Callable[..., None]
+KERNEL_PARAMS: tuple[str, ...] = ("positions", "query", "key", "head_size", "cos_sin_cache", "is_neox")
 
 
 class PathError(ValueError):
@@ -89,3 +91,40 @@ def accepted_counts(path: str) -> frozenset[str]:
     layers it leaves native (an eagle3 draft has no QK norm to fuse with). Never a fallback's name."""
     spec = parse_path(path)
     return frozenset({spec.name, spec.name + PLAIN_ROPE_SUFFIX} if spec.fused else {spec.name})
+
+
+def check_signature(spec: PathSpec, fn: RopeFn) -> None:
+    """PathError unless `fn` takes the kernel's six arguments, positionally and in the kernel's order.
+
+    The names are checked, not only the count: an implementation with another layout (vllm-ascend's
+    `rope_forward_triton(q, k, cos, sin, ...)`) takes six positional arguments too, and would run on the
+    wrong ones. A `*args` signature cannot be checked and is accepted, as is a callable whose signature
+    Python cannot inspect (a C function)."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return
+    expected = "(" + ", ".join(KERNEL_PARAMS) + ")"
+    try:
+        sig.bind(*KERNEL_PARAMS)
+    except TypeError as exc:
+        raise PathError(
+            f"path {spec.name}: {spec.function}{sig} cannot be called as the kernel {expected}: {exc}"
+        ) from None
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    params = list(sig.parameters.values())
+    names = [p.name for p in params if p.kind in positional][: len(KERNEL_PARAMS)]
+    if len(names) == len(KERNEL_PARAMS) and tuple(names) != KERNEL_PARAMS:
+        raise PathError(
+            f"path {spec.name}: {spec.function}{sig} does not have the kernel signature {expected}; "
+            "it is called with these six arguments, positionally, in this order"
+        )
+
+
+def check_path(text: str) -> PathSpec:
+    """Parse a path and, for `custom:`, import its target and check its signature: a bad path fails here,
+    in the harness, before any server starts, not minutes later in a worker's log."""
+    spec = parse_path(text)
+    if spec.kind == "custom":
+        check_signature(spec, load_custom(spec))
+    return spec
