@@ -70,12 +70,46 @@ def main() -> dict:
                 results.append(rec)
     # The triton path's kernel falls back to torch (with one warning) where Triton cannot launch.
     support = sys.modules.get("eval_harness.kernels._triton_support")
+    module = module_route(mod)  # before the totals below, which must include it
     return {
         "register_error": None,
         "patched": bool(getattr(mod.rope_forward_oot, "_rope_eval", False)),
         "triton_fell_back": bool(support and support._warned),
         "counts_total": ops._BANK.snapshot(),
         "results": results,
+        "module": module,
+    }
+
+
+def module_route(mod) -> dict:
+    """RoPE through a vllm-ascend RoPE module after the plugin saw the model load (as vLLM's loader hook
+    does), with the cache in bf16 as vllm-ascend builds it for a bf16 model: for `reference` the plugin must
+    use a cache rebuilt from the module's parameters, not vllm-ascend's rounded one."""
+    from vllm.config import VllmConfig, set_current_vllm_config
+
+    from eval_harness.kernels.reference import reference_cos_sin_cache, rotary_embedding_f64
+    from eval_harness.plugin import ascend, ops
+
+    head, rot, base = 128, 64, 1e6
+    with set_current_vllm_config(VllmConfig()):
+        rope = mod.AscendRotaryEmbedding(head, rot, MAX_POSITION, base, True, torch.bfloat16)
+        model = torch.nn.Sequential(torch.nn.ModuleDict({"rotary_emb": rope}))
+        ascend.note_model(model, "target")
+        g = torch.Generator().manual_seed(1)
+        positions = torch.randint(0, MAX_POSITION, (9,), generator=g)
+        query, key = torch.randn(9, 4 * head, generator=g), torch.randn(9, 2 * head, generator=g)
+        before = ops._BANK.snapshot()
+        # forward_oot: what vLLM dispatches to on the Ascend (out-of-tree) platform
+        q, k = rope.forward_oot(positions, query.clone(), key.clone())
+    # float64 all the way (reference.cos_sin_cache computes its frequencies in fp32, as vLLM does)
+    inv_freq = 1.0 / (base ** (torch.arange(0, rot, 2, dtype=torch.float64) / rot))
+    exact = reference_cos_sin_cache(inv_freq, MAX_POSITION)
+    ref_q, ref_k = rotary_embedding_f64(positions, query, key, head, exact, True)
+    err = max((q.double() - ref_q).abs().max().item(), (k.double() - ref_k).abs().max().item())
+    return {
+        "max_err": err,
+        "counts": _delta(before, ops._BANK.snapshot()),
+        "switched": rope._rope_eval_switched,
     }
 
 

@@ -10,9 +10,11 @@ kernel is registered for "PrivateUse1", the NPU dispatch key; the fake's tensors
 
 import torch
 
-from vllm_ascend.ops.rotary_embedding import SCHEMA, rope_forward_oot
+from vllm_ascend.ops.rotary_embedding import rope_forward_oot
 
 DISPATCH_KEY = "CPU"
+# The schema vLLM's direct_register_custom_op infers from the function (mutates_args=[] as in the real call)
+SCHEMA = torch.library.infer_schema(rope_forward_oot, mutates_args=())
 _LIB = torch.library.Library("vllm", "FRAGMENT")  # module global: the op lives as long as it does
 _LIB.define("npu_rotary_embedding" + SCHEMA)
 _LIB.impl("npu_rotary_embedding", rope_forward_oot, DISPATCH_KEY)

@@ -5,7 +5,11 @@ What rope-eval's plugin touches, and nothing else:
 - module-level `rope_forward_oot(positions, query, key, cos_sin_cache, head_size, rotary_dim,
   is_neox_style, offsets=None)`, returning new `(query, key)` tensors of the input shapes;
 - the module global `HAS_TRITON`, read at call time: the real function runs vllm-ascend's
-  `rope_forward_triton` when it is true and `torch_npu._npu_rotary_embedding` when it is false.
+  `rope_forward_triton` when it is true and `torch_npu._npu_rotary_embedding` when it is false;
+- `AscendRotaryEmbedding`, a subclass of vLLM's RotaryEmbedding whose `forward_oot` calls the op
+  `torch.ops.vllm.npu_rotary_embedding` with its own `cos_sin_cache` (the real one also records the
+  cache for vllm-ascend's other kernels, which this fake leaves out).
+tests/test_ascend_wheel.py checks these names and signatures against the real 0.23.0.post1 sources.
 
 Both branches compute with torch here, in fp32, and record which one ran in `CALLS`; a test flips
 `HAS_TRITON` to choose. `FAKE_VLLM_ASCEND_SIGNATURE=main` gives the later signature with a trailing
@@ -21,16 +25,6 @@ import torch
 HAS_TRITON: bool = True  # the real one is vllm.triton_utils.HAS_TRITON: true where triton-ascend is
 SIGNATURE: str = os.environ.get("FAKE_VLLM_ASCEND_SIGNATURE", "0.23")
 CALLS: dict[str, int] = {}
-
-_SCHEMA_023 = (
-    "(Tensor positions, Tensor query, Tensor key, Tensor cos_sin_cache, int head_size, "
-    "int rotary_dim, bool is_neox_style, Tensor? offsets=None) -> (Tensor, Tensor)"
-)
-_SCHEMA_MAIN = _SCHEMA_023.replace(
-    "Tensor? offsets=None)", "Tensor? offsets=None, ScalarType? out_dtype=None)"
-)
-# The op schema vLLM's direct_register_custom_op infers from this module's function.
-SCHEMA: str = _SCHEMA_MAIN if SIGNATURE == "main" else _SCHEMA_023
 
 
 def _rotate(
@@ -101,3 +95,32 @@ def _rope_forward_oot_main(
 
 
 rope_forward_oot = _rope_forward_oot_main if SIGNATURE == "main" else _rope_forward_oot_023
+
+
+def _ascend_rotary_embedding() -> type:
+    """Built on first use: it needs vLLM, which the module-level functions above do not."""
+    from vllm.model_executor.layers.rotary_embedding import RotaryEmbedding
+
+    class AscendRotaryEmbedding(RotaryEmbedding):
+        def forward_oot(
+            self,
+            positions: torch.Tensor,
+            query: torch.Tensor,
+            key: torch.Tensor,
+            offsets: torch.Tensor | None = None,
+            is_neox_style_override: bool | None = None,
+        ):
+            is_neox_style = self.is_neox_style if is_neox_style_override is None else is_neox_style_override
+            return torch.ops.vllm.npu_rotary_embedding(
+                positions, query, key, self.cos_sin_cache, self.head_size, self.rotary_dim, is_neox_style
+            )
+
+    return AscendRotaryEmbedding
+
+
+def __getattr__(name: str) -> type:
+    if name == "AscendRotaryEmbedding":
+        cls = _ascend_rotary_embedding()
+        globals()[name] = cls
+        return cls
+    raise AttributeError(name)
