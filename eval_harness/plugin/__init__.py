@@ -16,6 +16,7 @@ from eval_harness.paths import (
     ENV_PATH,
     PathSpec,
     RopeFn,
+    check_signature,
     load_custom,
     parse_path,
 )
@@ -36,7 +37,9 @@ def _implementation(spec: PathSpec) -> dict[str, RopeFn]:
 
         return {spec.name: rotary_embedding_reference}
     if spec.kind == "custom":
-        return {spec.name: load_custom(spec)}
+        fn = load_custom(spec)
+        check_signature(spec, fn)  # fail the server's start-up, not its first request
+        return {spec.name: fn}
     return {}  # native and platform keep vLLM's own code and only count
 
 
