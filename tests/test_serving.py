@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -15,8 +16,14 @@ from eval_harness.engine.client import Client, Request, Result, Sampling
 from eval_harness.engine.metrics import scrape
 from eval_harness.engine.server import ServerError, ServerSpec, VllmServer
 from eval_harness.paths import parse_path
-from eval_harness.plugin.counters import FLUSH_SECONDS
-from eval_harness.proof import read_counts, total_counts
+from eval_harness.proof import (
+    SETTLE_SECONDS,
+    Verification,
+    expected_workers,
+    read_counts,
+    total_counts,
+    verify,
+)
 
 pytestmark = pytest.mark.vllm
 MODELS = ["qwen3-tiny", "glm4-tiny", "glm45-tiny"]
@@ -47,8 +54,15 @@ def greedy(prompts: list[str], max_tokens: int = 24) -> list[Request]:
 
 
 def counts_of(server: VllmServer) -> dict[str, int]:
-    time.sleep(3 * FLUSH_SECONDS)  # let every process's writer flush
-    return total_counts(read_counts(server.spec.counts_dir))
+    time.sleep(SETTLE_SECONDS)  # let every process's writer flush, and show it idle
+    return total_counts(read_counts(server.spec.counts_dir, instance=server.spec.instance))
+
+
+def proof_of(server: VllmServer, path: str, draft: bool = False) -> Verification:
+    """The arm's verdict as the harness reaches it: this start's files, one worker (TP=PP=DP=1)."""
+    time.sleep(SETTLE_SECONDS)
+    records = read_counts(server.spec.counts_dir, instance=server.spec.instance)
+    return verify(path, records, expected_workers(), draft=draft)
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -68,8 +82,9 @@ def test_native_and_triton_agree_and_counts_prove_the_path(serve, model: str) ->
         for tok in pa.keys() & pb.keys():
             assert abs(pa[tok] - pb[tok]) < LOGPROB_ATOL
     for server, path in ((native, "native"), (triton, "triton")):
-        counts = counts_of(server)
-        assert set(counts) == {path} and counts[path] > 0, f"{model} {path}: counts {counts}"
+        v = proof_of(server, path)
+        assert v.verified, f"{model} {path}: {v.problems}"
+        assert set(v.counts) == {path}
 
 
 @pytest.mark.parametrize("model", ["qwen3-tiny", "glm4-tiny"])
@@ -110,8 +125,10 @@ def test_eagle3_draft_serves_with_triton_and_reports_spec_decode(serve, models_d
     assert delta.drafts > 0 and delta.draft_tokens == 3 * delta.drafts
     assert delta.accepted / delta.draft_tokens > 0.5, "the fitted draft should be accepted on its prompts"
     assert len(delta.accepted_per_pos) == 3
-    counts = counts_of(server)
-    assert set(counts) == {"triton"}
+    v = proof_of(server, "triton", draft=True)
+    assert v.verified, v.problems
+    (worker,) = v.workers
+    assert worker.roles == ("target", "draft") and set(worker.counts) == {"triton"}
 
 
 def test_compiled_mode_counts_every_call(serve) -> None:
@@ -125,6 +142,75 @@ def test_compiled_mode_counts_every_call(serve) -> None:
     third = counts_of(server)["triton"]
     # 2 layers x (1 prefill + 7 decode steps) per request, at least
     assert second - first >= 16 and third - second >= 16
+
+
+MIXED = "gemma3-mixed-rope"
+
+
+@pytest.fixture(scope="session")
+def mixed_rope_model(models_dir: Path) -> str:
+    """A tiny Gemma3 whose two layer types take different RoPE settings (Gemma3 reads `rope_parameters`
+    per layer type): the sliding layer plain RoPE, which the plugin switches, the full-attention layer
+    Phi-3's LongRoPE, whose class (Phi3LongRoPEScaledRotaryEmbedding, its own forward) it does not.
+    Random weights; the tokenizer is qwen3-tiny's."""
+    import shutil
+
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    from eval_harness.models.specs import INTERMEDIATE, VOCAB
+
+    out = models_dir / MIXED
+    if out.exists():
+        return MIXED
+    ids = json.loads((models_dir / "qwen3-tiny" / "config.json").read_text())
+    head = 32
+    config = Gemma3TextConfig(
+        vocab_size=VOCAB,
+        hidden_size=128,
+        intermediate_size=INTERMEDIATE,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=head,
+        max_position_embeddings=2048,
+        sliding_window=256,
+        layer_types=["sliding_attention", "full_attention"],
+        rope_parameters={
+            "sliding_attention": {"rope_type": "default", "rope_theta": 1e4},
+            "full_attention": {
+                "rope_type": "longrope",
+                "rope_theta": 1e6,
+                "short_factor": [1.0] * (head // 2),
+                "long_factor": [1.0] * (head // 2),
+                "factor": 1.0,
+                "original_max_position_embeddings": 2048,
+            },
+        },
+        eos_token_id=ids["eos_token_id"],
+        pad_token_id=ids["pad_token_id"],
+        bos_token_id=None,
+        architectures=["Gemma3ForCausalLM"],
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        Gemma3ForCausalLM(config).save_pretrained(out, safe_serialization=True)
+    for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
+        shutil.copy(models_dir / "qwen3-tiny" / name, out / name)
+    return MIXED
+
+
+def test_a_layer_with_an_unswitched_rope_class_fails_verification(serve, mixed_rope_model: str) -> None:
+    """Counts alone would pass this arm: the switched layer's calls show the path. The coverage recorded after
+    the model load names the layer the plugin does not reach, and that layer's calls count apart."""
+    server = serve(mixed_rope_model, "native")
+    generate(server.url, mixed_rope_model, greedy(PROMPTS[:2], max_tokens=4))
+    v = proof_of(server, "native")
+    assert v.failed
+    site = "model.layers.1.self_attn.rotary_emb (Phi3LongRoPEScaledRotaryEmbedding)"
+    assert any(f"1 of 2 RoPE layers are not switched: {site}" in p for p in v.problems), v.problems
+    assert v.counts["native"] > 0
+    assert v.counts["unswitched:Phi3LongRoPEScaledRotaryEmbedding"] == v.counts["native"]
 
 
 # ---- bad input: a clear message and no orphan process ----------------------------------------
