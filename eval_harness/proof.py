@@ -25,6 +25,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, overload
 
+from eval_harness.paths import accepted_counts
+
 COUNTS_GLOB = "counts-*.json"
 FORMAT = 2  # 1: pid, host, path, counts, updated only
 FALLBACK_MARK = "(fallback:"  # `triton(fallback:native)`: what ran when the requested kernel could not
@@ -239,9 +241,10 @@ def _listed(items: list[str]) -> str:
 
 
 def _foreign_calls(path: str, rec: ProcessCounts) -> list[str]:
+    accepted = accepted_counts(path)  # a fused path's plain RoPE layers count under a name of their own
     out = []
     for name, n in sorted(rec.counts.items()):
-        if name == path or n <= 0:
+        if name in accepted or n <= 0:
             continue
         if name.startswith(UNSWITCHED_PREFIX):
             cls = name[len(UNSWITCHED_PREFIX) :]

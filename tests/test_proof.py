@@ -241,3 +241,10 @@ def test_verify_instances_keeps_the_first_failure_and_the_workers() -> None:
     assert verify_instances("triton", {"a": ok, "b": ok}, {"a", "b"}, expected_workers()).verified
     assert verify_instances("triton", {"a": ok, "b": bad}, {"a"}).verified  # b served nothing
     assert "left no call counts" in verify_instances("triton", {"a": ok}, {"a", "c"}).detail
+
+
+def test_a_fused_path_accepts_its_plain_rope_layers_but_not_its_fallback() -> None:
+    fused = rec({"fused": 40, "fused/rope:native": 9}, path="fused", models=[QWEN, DRAFT])
+    assert verify("fused", [fused], expected_workers(), draft=True).verified
+    fell = rec({"fused(fallback:native)": 40}, path="fused")
+    assert "fell back: fused(fallback:native)" in " ".join(verify("fused", [fell]).problems)

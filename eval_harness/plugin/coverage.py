@@ -50,9 +50,13 @@ def is_rope(module: nn.Module) -> bool:
     return isinstance(module, _rope_base()) or bool(_ROPE_NAME.search(type(module).__name__))
 
 
+FUSED_PLAIN_ATTR = "rope_eval_plain"  # the fused path's RoPE classes (plugin/fused.py), counted as its own
+
+
 def is_switched(module: nn.Module) -> bool:
     # The class's own dict, not inherited: a model's subclass of a switched class may bring its own forward.
-    return bool(vars(type(module)).get(SWITCHED_ATTR, False))
+    own = vars(type(module))
+    return bool(own.get(SWITCHED_ATTR, False) or own.get(FUSED_PLAIN_ATTR, False))
 
 
 def rope_sites(model: nn.Module) -> list[tuple[str, nn.Module]]:
