@@ -19,11 +19,11 @@ What a count file proves, and how:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, overload
+from typing import Any
 
 from eval_harness.paths import accepted_counts
 
@@ -127,27 +127,21 @@ class Ignored:
     reason: str
 
 
-@dataclass(frozen=True)
-class CountsRead(Sequence[ProcessCounts]):
-    """The count files of one server instance in a directory; a sequence of its records."""
+class CountsRead(list[ProcessCounts]):
+    """The count files of one server instance in a directory: a list of their records, plus the files of
+    other instances that were left out (a list, so callers that took the plain list keep working)."""
 
-    directory: str
-    instance: str | None
-    records: tuple[ProcessCounts, ...]
-    ignored: tuple[Ignored, ...] = ()  # files of another instance
-
-    @overload
-    def __getitem__(self, i: int) -> ProcessCounts: ...
-    @overload
-    def __getitem__(self, i: slice) -> Sequence[ProcessCounts]: ...
-    def __getitem__(self, i: int | slice) -> ProcessCounts | Sequence[ProcessCounts]:
-        return self.records[i]
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __iter__(self) -> Iterator[ProcessCounts]:
-        return iter(self.records)
+    def __init__(
+        self,
+        records: Iterable[ProcessCounts] = (),
+        directory: str = "",
+        instance: str | None = None,
+        ignored: Iterable[Ignored] = (),
+    ):
+        super().__init__(records)
+        self.directory = directory
+        self.instance = instance
+        self.ignored = tuple(ignored)
 
 
 def _load(file: Path) -> ProcessCounts:
@@ -189,7 +183,7 @@ def read_counts(directory: Path | str, instance: str | None = None) -> CountsRea
                 f"counts directory {directory} holds files of {len(seen)} server instances "
                 f"({', '.join(seen)}): give every launch a fresh directory, or pass the instance to read"
             )
-    return CountsRead(str(directory), instance, tuple(records), tuple(ignored))
+    return CountsRead(records, str(directory), instance, ignored)
 
 
 def total_counts(records: Iterable[ProcessCounts]) -> dict[str, int]:
