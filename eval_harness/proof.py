@@ -365,5 +365,7 @@ def verify_instances(
             )
     counts = total_counts([r for i in sorted(served) for r in by_instance[i]])
     workers = tuple(w for v in results.values() for w in v.workers)
+    ignored = tuple(i for v in results.values() for i in v.ignored)  # stale files: reported, never counted
     starts = f" over {len(served)} server starts" if len(served) > 1 else ""
-    return Verification(Status.VERIFIED, f"{counts.get(path, 0)} calls of {path}{starts}", counts, workers)
+    detail = f"{counts.get(path, 0)} calls of {path}{starts}"
+    return Verification(Status.VERIFIED, detail, counts, workers, (), ignored)

@@ -29,11 +29,11 @@ from eval_harness import provenance
 from eval_harness.config import ModelEntry, Profile, RunConfig
 from eval_harness.engine.client import Client, Result
 from eval_harness.engine.metrics import scrape
-from eval_harness.engine.server import ServerSpec, VllmServer
+from eval_harness.engine.server import ServerSpec, VllmServer, parallel_sizes
 from eval_harness.errors import PathNotVerified
 from eval_harness.model_source import resolve_model
 from eval_harness.paths import PathSpec, load_custom, parse_path
-from eval_harness.proof import Verification, read_counts, verify, verify_instances
+from eval_harness.proof import Verification, Worker, expected_workers, read_counts, verify, verify_instances
 from eval_harness.records import AcceptanceBatch, ArmMeta, ModelMeta, Role, RunManifest, Sample, Score
 from eval_harness.store import ArmStore, RunStore, fingerprint, normalized
 from eval_harness.suites import DataSource, Item, ModelOutput, get_suite
@@ -355,8 +355,10 @@ def attach_key(plan: ArmPlan, endpoints: dict[str, list[str]]) -> str | None:
     return None
 
 
-def _verify_attached(path: str, counts_dir: Path | None) -> Verification:
-    return verify(path, read_counts(counts_dir) if counts_dir is not None else None)
+def _verify_attached(
+    path: str, counts_dir: Path | None, workers: frozenset[Worker], draft: bool
+) -> Verification:
+    return verify(path, read_counts(counts_dir) if counts_dir is not None else None, workers, draft)
 
 
 class ModelRun:
@@ -437,11 +439,13 @@ class ModelRun:
         finally:  # also on an interrupt during start-up: no server outlives the run
             if endpoint.server is not None:
                 await asyncio.to_thread(endpoint.server.stop)
+        workers = expected_workers(*parallel_sizes(model_serve_args(self.opts.config, self.model, None)))
+        draft = self.model.draft is not None
         if endpoint.server is not None:
             served = {s.server for s in arm.done.values() if s.server is not None}
-            verification = verify_instances(plan.path, store.counts(), served)
+            verification = verify_instances(plan.path, store.counts(), served, workers, draft)
         else:
-            verification = _verify_attached(plan.path, endpoint.counts_dir)
+            verification = _verify_attached(plan.path, endpoint.counts_dir, workers, draft)
         seconds = round(time.monotonic() - t0, 1)
         tasks = {**_previous_tasks(store), **arm.tasks}
         update = {"urls": endpoint.urls, "seconds": seconds, "verification": verification, "tasks": tasks}

@@ -181,7 +181,10 @@ class ArmStore:
         """Count records per server start of this arm."""
         if not self.counts_dir.is_dir():
             return {}
-        return {d.name: read_counts(d) for d in sorted(self.counts_dir.iterdir()) if d.is_dir()}
+        # a directory is named after its server start, whose id every count file of it carries
+        return {
+            d.name: read_counts(d, instance=d.name) for d in sorted(self.counts_dir.iterdir()) if d.is_dir()
+        }
 
 
 class RunStore:

@@ -79,8 +79,8 @@ def test_missing_or_corrupt_manifest(tmp_path: Path) -> None:
 
 
 def _counts(directory: Path, path: str, n: int) -> None:
-    rec = ProcessCounts(pid=1, host="h", path=path, counts={path: n} if n else {})
-    (directory / "counts-h-1.json").write_text(json.dumps(rec.__dict__))
+    rec = ProcessCounts(pid=1, host="h", path=path, counts={path: n} if n else {}, instance=directory.name)
+    (directory / "counts-h-1.json").write_text(json.dumps(rec.to_json()))
 
 
 def test_each_server_start_keeps_its_own_counts(tmp_path: Path) -> None:
@@ -99,3 +99,14 @@ def test_each_server_start_keeps_its_own_counts(tmp_path: Path) -> None:
     bad = verify_instances("triton", arm.counts(), {"s1", "s3"})
     assert bad.status is Status.FAILED and "s3" in bad.detail
     assert arm.new_counts_dir("s1").is_dir() and not any(arm.new_counts_dir("s1").iterdir())
+
+
+def test_a_stale_count_file_of_another_start_is_ignored(tmp_path: Path) -> None:
+    arm = RunStore(tmp_path).arm("m", "triton")
+    d = arm.new_counts_dir("s1")
+    _counts(d, "triton", 5)
+    stale = ProcessCounts(pid=2, host="h", path="native", counts={"native": 9}, instance="old")
+    (d / "counts-h-2.json").write_text(json.dumps(stale.to_json()))
+    v = verify_instances("triton", arm.counts(), {"s1"})
+    assert v.status is Status.VERIFIED and v.counts == {"triton": 5}
+    assert v.ignored and "instance old" in v.ignored[0]

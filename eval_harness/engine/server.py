@@ -55,6 +55,20 @@ def serve_arg(args: list[str], flag: str) -> str | None:
     return value
 
 
+def parallel_sizes(args: list[str]) -> tuple[int, int, int]:
+    """(tensor, pipeline, data) parallel sizes a vLLM command line asks for: one worker per combination."""
+
+    def size(*flags: str) -> int:
+        values = [v for f in flags if (v := serve_arg(args, f)) is not None]
+        return int(values[-1]) if values else 1
+
+    return (
+        size("--tensor-parallel-size", "-tp"),
+        size("--pipeline-parallel-size", "-pp"),
+        size("--data-parallel-size", "-dp"),
+    )
+
+
 def without_args(args: list[str], flags: tuple[str, ...]) -> list[str]:
     """`args` minus every `--flag V` / `--flag=V` of `flags`."""
     out, skip = [], False
