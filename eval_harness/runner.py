@@ -32,7 +32,7 @@ from eval_harness.engine.metrics import scrape
 from eval_harness.engine.server import ServerSpec, VllmServer, parallel_sizes
 from eval_harness.errors import PathNotVerified
 from eval_harness.model_source import resolve_model
-from eval_harness.paths import PathSpec, load_custom, parse_path
+from eval_harness.paths import PathSpec, check_path, load_custom, parse_path
 from eval_harness.proof import Verification, Worker, expected_workers, read_counts, verify, verify_instances
 from eval_harness.records import AcceptanceBatch, ArmMeta, ModelMeta, Role, RunManifest, Sample, Score
 from eval_harness.store import ArmStore, RunStore, fingerprint, normalized
@@ -512,9 +512,8 @@ def preflight(opts: RunOptions) -> Prepared:
     missing data fails in seconds, not after the first arm has been served in full."""
     cfg = opts.config
     for p in cfg.paths:
-        spec = parse_path(p)
-        if spec.kind in ("custom", "custom-fused"):
-            load_custom(spec)
+        if check_path(p).kind == "custom-fused":
+            load_custom(parse_path(p))  # the fused signature differs; importing it is what can be checked
     for m in cfg.models:
         resolve_model(m.path, opts.models_dir)
         if m.draft is not None:

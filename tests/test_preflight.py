@@ -81,3 +81,11 @@ def test_attach_options_are_checked(tmp_path: Path, capsys) -> None:
     assert "share one counts directory" in capsys.readouterr().err
     assert _run(tmp_path, cfg, "--endpoint", "nonsense=http://h:1")[0] == EXIT_USAGE
     assert "neither a path nor an arm" in capsys.readouterr().err
+
+
+def test_a_custom_target_with_the_wrong_signature_fails_before_any_server(tmp_path: Path, capsys) -> None:
+    # `eval_harness.paths.parse_path` imports fine but takes one argument, not the kernel's six
+    code, _ = _run(tmp_path, _config(tmp_path, paths=["native", "custom:eval_harness.paths:parse_path"]))
+    assert code == EXIT_USAGE
+    assert "parse_path" in capsys.readouterr().err
+    assert _no_arm_started(tmp_path)
