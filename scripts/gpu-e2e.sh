@@ -80,7 +80,7 @@ part_run() {  # part_run NAME CONFIG GPUS SERVERS
 }
 
 part_offline() {
-  python3 -m pytest -q -p no:cacheprovider tests/test_offline_llm.py 2>&1 | tail -n 15
+  python3 -m pytest -q -p no:cacheprovider -rA tests/test_offline_llm.py 2>&1 | tail -n 80
 }
 
 run_part() {

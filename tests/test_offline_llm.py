@@ -53,7 +53,7 @@ def run_llm(model: Path, work: Path, path: str, env: dict[str, str], *args: str)
     }
     # cwd outside the repo: its top-level `kernels/` would shadow Hugging Face's kernel hub
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), str(model), *args],
+        [sys.executable, str(SCRIPT), str(model), *args, *(["--gpu"] if GPUS else [])],
         env=full,
         cwd=work,
         capture_output=True,
