@@ -120,6 +120,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--models-dir", type=Path, help="where builtin: tiny models are built")
     p.add_argument("--only", action="append", help="run only these case ids (repeatable)")
     p.add_argument(
+        "--group", action="append", metavar="NAME", help="run only these groups (repeatable; see --list)"
+    )
+    p.add_argument("--list", action="store_true", help="print the groups and their cases, and exit")
+    p.add_argument(
         "--dtype",
         choices=["float32", "bfloat16"],
         default="float32",

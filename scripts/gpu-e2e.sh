@@ -66,15 +66,17 @@ part_kernels() {
 }
 
 part_selftest() {
+  # shellcheck disable=SC2086  # SELFTEST_GROUPS: e.g. "--group qwen3 --group glm4-rot96"
   CUDA_VISIBLE_DEVICES=${SELFTEST_GPU:-0} timeout "$PART_TIMEOUT" rope-eval selftest --dtype bfloat16 \
-    --serve-args "$SERVE" --parallel-servers "${SELFTEST_SERVERS:-12}" --out "$RUNS/selftest"
+    --serve-args "$SERVE" --parallel-servers "${SELFTEST_SERVERS:-12}" --out "$RUNS/selftest" ${SELFTEST_GROUPS:-}
   pack selftest
 }
 
-part_run() {  # part_run NAME CONFIG GPUS SERVERS
+part_run() {  # part_run NAME CONFIG GPUS SERVERS [rope-eval run options]
   local name=$1 config=$2 gpus=$3 servers=$4
+  shift 4
   CUDA_VISIBLE_DEVICES=$gpus timeout "$PART_TIMEOUT" rope-eval run "$config" --profile smoke \
-    --out "$RUNS/$name" --parallel-servers "$servers"
+    --out "$RUNS/$name" --parallel-servers "$servers" "$@"
   for run in "$RUNS/$name"/*/; do rope-eval gate "$run" --policy policies/gpu-bf16.yaml; done
   pack "$name"
 }
@@ -89,7 +91,8 @@ run_part() {
   case $part in
     kernels) part_kernels ;;
     selftest) part_selftest ;;
-    toy) part_run toy configs/gpu-tiny.yaml "${TOY_GPU:-0}" 8 ;;
+    # shellcheck disable=SC2086  # TOY_MODELS: e.g. "--model qwen3-toy"
+    toy) part_run toy configs/gpu-tiny.yaml "${TOY_GPU:-0}" 8 ${TOY_MODELS:-} ;;
     tp2) part_run tp2 configs/gpu-tiny-tp2.yaml 0,1 2 ;;
     dp2) part_run dp2 configs/gpu-tiny-dp2.yaml 0,1 2 ;;
     fused) part_run fused configs/gpu-fused.yaml "${FUSED_GPU:-0}" 4 ;;

@@ -295,16 +295,30 @@ def table(results: list[CaseResult]) -> str:
     return "\n".join(lines)
 
 
-def selected(only: list[str] | None) -> list[Group]:
+def selected(only: list[str] | None, names: list[str] | None = None) -> list[Group]:
+    unknown = sorted(set(names or []) - {g.name for g in GROUPS})
+    if unknown:
+        raise ValueError(f"--group {unknown}: known groups are {[g.name for g in GROUPS]}")
     groups = [replace(g, cases=tuple(c for c in g.cases if not only or c.id in only)) for g in GROUPS]
-    return [g for g in groups if g.cases]
+    return [g for g in groups if g.cases and (not names or g.name in names)]
+
+
+def listing() -> str:
+    lines = []
+    for g in GROUPS:
+        lines.append(f"{g.name} ({g.model}{' + ' + g.draft if g.draft else ''}):")
+        lines += [f"  {c.id:<28} {c.level or 'control'}: {c.what}" for c in g.cases]
+    return "\n".join(lines)
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.list:
+        print(listing())
+        return 0
     serve_args = shlex.split(args.serve_args) if args.serve_args is not None else EAGER
     out = args.out.resolve() / f"selftest-{args.dtype}-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
-    groups = selected(args.only)
+    groups = selected(args.only, args.group)
     asyncio.run(_run_groups(groups, out, args, serve_args))
     results = judge_groups(groups, out, args.dtype)
     md = table(results)
