@@ -257,7 +257,21 @@ def _model_checks(model: str, me: ModelEvaluation, policy: Policy) -> list[Check
 
 
 def evaluate(evaluation: RunEvaluation, policy: Policy) -> list[Check]:
-    return [c for model, me in evaluation.models.items() for c in _model_checks(model, me, policy)]
+    checks = [c for model, me in evaluation.models.items() for c in _model_checks(model, me, policy)]
+    return _completeness(evaluation) + checks
+
+
+def _completeness(evaluation: RunEvaluation) -> list[Check]:
+    """An interrupted run fails with a reason: its finished models are judged, the rest are missing, and
+    "0 of 0 checks" would say nothing about why."""
+    if evaluation.run.finished is not None:
+        return []
+    judged = ", ".join(evaluation.models) or "none"
+    detail = (
+        f"the run did not finish (models judged: {judged}); "
+        "continue it with `rope-eval run CONFIG --resume RUN_DIR`"
+    )
+    return [Check("*", "run", "verification", "run finished", False, detail)]
 
 
 def concerns(check: Check, label: str, baseline: str) -> bool:

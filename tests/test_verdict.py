@@ -19,6 +19,7 @@ from eval_harness.gate import Policy, judge, load_policy
 from eval_harness.records import Role
 from eval_harness.report import render
 from eval_harness.stats import RATIO_CAP, cluster_rate_diff_ci, cluster_ratio_ci
+from eval_harness.store import RunStore
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -151,6 +152,16 @@ def test_unverified_arm_fails_the_gate(tmp_path: Path) -> None:
     _, checks = judge(write_run(tmp_path / "run", arms), Policy())
     (v,) = [c for c in checks if c.subject == "triton" and c.level == "verification"]
     assert not v.passed
+
+
+def test_an_unfinished_run_fails_the_gate_and_says_how_to_resume(tmp_path: Path) -> None:
+    run_dir = write_run(tmp_path / "run", ARMS)
+    store = RunStore(run_dir)
+    store.write_manifest(store.read_manifest().model_copy(update={"finished": None}))
+    _, checks = judge(run_dir, Policy(), fresh=True)
+    (c,) = [c for c in checks if c.subject == "run"]
+    assert not c.passed and "--resume" in c.detail and "models judged: toy" in c.detail
+    assert any(c.passed for c in checks if c.subject != "run")  # what finished is still judged
 
 
 def test_evaluation_is_cached_until_the_records_change(run_dir: Path) -> None:
