@@ -172,9 +172,40 @@ def coverage() -> dict:
     return {"coverage": found.__dict__, "counts": counts}
 
 
+def dp_index() -> dict:
+    """A dense model's DP rank as vLLM's engine core sets it up: each rank an independent engine whose DP
+    group holds only itself. Real vLLM groups (gloo, one process) under the reconfigured config."""
+    import socket
+
+    from vllm.config import ParallelConfig, VllmConfig, set_current_vllm_config
+    from vllm.distributed import parallel_state as ps
+
+    from eval_harness.plugin.counters import dp_index, worker_identity
+
+    cfg = VllmConfig(parallel_config=ParallelConfig(data_parallel_size=2, data_parallel_rank=1))
+    cfg.parallel_config.reconfigure_for_independent_dp_rank()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with set_current_vllm_config(cfg):
+        ps.init_distributed_environment(1, 0, f"tcp://127.0.0.1:{port}", 0, "gloo")
+        ps.initialize_model_parallel(1, 1, backend="gloo")
+    return {
+        "group_dp": ps._DP.rank_in_group,
+        "identity": str(worker_identity(dp_index(cfg))[0]),
+        "from_group_alone": str(worker_identity()[0]),
+    }
+
+
 if __name__ == "__main__":
     print(
         json.dumps(
-            {"cuda-spy": cuda_spy, "fork": fork, "fallback": fallback, "coverage": coverage}[sys.argv[1]]()
+            {
+                "cuda-spy": cuda_spy,
+                "fork": fork,
+                "fallback": fallback,
+                "coverage": coverage,
+                "dp-index": dp_index,
+            }[sys.argv[1]]()
         )
     )

@@ -26,6 +26,7 @@ SCENARIOS = {
     "cuda-spy-custom": ("cuda-spy", {"ROPE_EVAL_PATH": "custom:eval_harness.selftest.bugs:no_rotation"}),
     "fork": ("fork", {"ROPE_EVAL_PATH": "native", "ROPE_EVAL_INSTANCE": "fork-test"}),
     "triton": ("fallback", {"ROPE_EVAL_PATH": "triton"}),
+    "dp-index": ("dp-index", {}),
 }
 PARALLEL = 2  # each probe imports vLLM: ~30 s of CPU
 
@@ -47,6 +48,15 @@ def probes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
         assert proc.returncode == 0, f"{name}: probe failed\n{stderr.decode()[-3000:]}"
         out[name] = json.loads(stdout.decode().strip().splitlines()[-1]) | {"counts_dir": work / "counts"}
     return out
+
+
+def test_dense_model_dp_rank_comes_from_the_engine_config(probes: dict[str, dict]) -> None:
+    """vLLM serves a dense model's DP ranks as independent engines, each in a DP group of one: the group
+    says dp0 in every engine (seen on two H200s: both DP engines reported dp0 and the arm failed). The
+    engine config's data_parallel_index names the rank."""
+    got = probes["dp-index"]
+    assert got["group_dp"] == 0 and got["from_group_alone"] == "tp0/pp0/dp0"
+    assert got["identity"] == "tp0/pp0/dp1"
 
 
 @pytest.mark.parametrize("path", SPIED)

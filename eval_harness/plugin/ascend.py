@@ -87,7 +87,7 @@ def _mark_switched(mod) -> None:
             setattr(cls, SWITCHED_ATTR, True)  # coverage counts their modules as ours
 
 
-def note_model(model: nn.Module, role: str) -> None:
+def note_model(model: nn.Module, role: str, vllm_config: object = None) -> None:
     """After a model load: for `reference`, rebuild each switched module's cos/sin cache from its own
     parameters (float64 math, fp32 where the device lacks float64), keyed by the cache vllm-ascend will
     pass to the op. vllm-ascend's own cache is rounded to the model dtype: no yardstick."""

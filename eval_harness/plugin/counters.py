@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import multiprocessing.util
 import os
 import socket
 import sys
@@ -121,9 +122,18 @@ class CounterBank:
         self.slots, self.host, self._pinned, self._cuda_bump = {}, None, False, None
 
 
-def worker_identity() -> tuple[Worker | None, int | None]:
-    """This process's ranks, read from vLLM's parallel state if this process has one. Only modules
-    already imported are read: at flush time, never at plugin load, and nothing is initialised."""
+def dp_index(vllm_config: object) -> int | None:
+    """The engine's data-parallel rank as the deployment numbers it. vLLM serves the DP ranks of a dense
+    model as independent engines, each in a DP group of one (`_DP.rank_in_group` is 0 in every one of
+    them); `parallel_config.data_parallel_index` keeps the deployment's rank."""
+    index = getattr(getattr(vllm_config, "parallel_config", None), "data_parallel_index", None)
+    return index if isinstance(index, int) else None
+
+
+def worker_identity(dp: int | None = None) -> tuple[Worker | None, int | None]:
+    """This process's ranks, read from vLLM's parallel state if this process has one (`dp`, when known
+    from the engine's config, overrides the DP group's rank). Only modules already imported are read:
+    at flush time, never at plugin load, and nothing is initialised."""
     ps = sys.modules.get("vllm.distributed.parallel_state")
     if ps is None:
         return None, None
@@ -132,6 +142,8 @@ def worker_identity() -> tuple[Worker | None, int | None]:
         coordinator = getattr(ps, group, None)
         if coordinator is not None:
             ranks[key] = int(coordinator.rank_in_group)
+    if dp is not None and "dp" in ranks:
+        ranks["dp"] = dp
     world = getattr(ps, "_WORLD", None)
     world_rank = int(world.rank) if world is not None else None
     # The TP group exists exactly when vLLM has set up model parallelism in this process.
@@ -151,6 +163,7 @@ class CountsWriter:
         self._last: dict[str, int] | None = None
         self._unchanged = 0
         self._identity: tuple[Worker | None, int | None] = (None, None)
+        self._dp_index: int | None = None
 
     @property
     def file(self) -> Path:
@@ -166,21 +179,25 @@ class CountsWriter:
             self.directory.mkdir(parents=True, exist_ok=True)
             threading.Thread(target=self._loop, name="rope-eval-counts", daemon=True).start()
             atexit.register(self.flush, final=True)
+            # A forked multiprocessing child leaves through os._exit, which skips atexit; its own exit
+            # hook runs these finalizers, so a forked worker's last flush still lands, marked idle.
+            multiprocessing.util.Finalize(None, self.flush, kwargs={"final": True}, exitpriority=0)
             self.started = True
 
     def after_fork(self) -> None:
         self._lock = threading.Lock()
         self.models, self.started, self._last, self._unchanged = {}, False, None, 0
-        self._identity = (None, None)
+        self._identity, self._dp_index = (None, None), None
 
     def identity(self) -> tuple[Worker | None, int | None]:
         """The ranks, kept once known: vLLM tears its parallel state down before the final flush."""
         if self._identity[0] is None:
-            self._identity = worker_identity()
+            self._identity = worker_identity(self._dp_index)
         return self._identity
 
-    def add_model(self, key: int, coverage: ModelCoverage) -> None:
+    def add_model(self, key: int, coverage: ModelCoverage, dp: int | None = None) -> None:
         self.models[key] = coverage
+        self._dp_index = dp if dp is not None else self._dp_index
         self.ensure_started()
         self.flush()  # a worker that loaded a model shows up even before its first call
 

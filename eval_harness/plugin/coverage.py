@@ -29,7 +29,7 @@ from torch import nn
 from eval_harness.proof import UNSWITCHED_PREFIX, ModelCoverage
 
 from . import ops
-from .counters import CounterBank, CountsWriter
+from .counters import CounterBank, CountsWriter, dp_index
 
 logger = logging.getLogger("rope_eval.plugin")
 # A RoPE class by name where it does not derive from vLLM's RoPE base (Phi3LongRoPEScaledRotaryEmbedding is
@@ -37,7 +37,8 @@ logger = logging.getLogger("rope_eval.plugin")
 _ROPE_NAME = re.compile(r"(Rotary|RoPE|Rope)(?=[A-Z0-9_]|$)")
 SWITCHED_ATTR = "_rope_eval_switched"  # set in the class dict of every class whose forward runs the path
 _COUNTED_ATTR = "_rope_eval_counted"
-ModelObserver = Callable[[nn.Module, str], None]
+# called after each model load with the model, its role and the engine's vLLM config
+ModelObserver = Callable[[nn.Module, str, object], None]
 
 
 def _rope_base() -> type:
@@ -126,7 +127,8 @@ def _wrap(original: Callable, observe: ModelObserver) -> Callable:
         model = original(self, *args, **kwargs)
         try:
             bound = signature.bind(self, *args, **kwargs).arguments
-            observe(model, role_of(bound.get("vllm_config"), bound.get("model_config")))
+            config = bound.get("vllm_config")
+            observe(model, role_of(config, bound.get("model_config")), config)
         except Exception:
             # The count file then lacks this model's coverage, which fails verification: loud enough,
             # and the server keeps serving.
@@ -157,12 +159,12 @@ def install(bank: CounterBank, writer: CountsWriter | None, also: ModelObserver 
     from zero (vLLM may fork its engine after loading plugins; the fork keeps the parent's counters
     and loses its flush thread)."""
 
-    def observe(model: nn.Module, role: str) -> None:
+    def observe(model: nn.Module, role: str, vllm_config: object) -> None:
         found = coverage(model, role)
         if also is not None:
-            also(model, role)
+            also(model, role, vllm_config)
         if writer is not None:
-            writer.add_model(id(model), found)
+            writer.add_model(id(model), found, dp_index(vllm_config))
         logger.info(
             "rope-eval: %s model %s: %d RoPE layers, %d not switched",
             role,
