@@ -4,20 +4,28 @@ to draw, rather than leaving an empty frame."""
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import matplotlib
-
-matplotlib.use("Agg")  # no display; must precede pyplot
-import matplotlib.pyplot as plt  # noqa: E402
-
 ANCHOR, CANDIDATE, AA, BUG = "#1f77b4", "#d62728", "#7f7f7f", "#ff7f0e"
-plt.rcParams.update({"font.size": 9, "svg.fonttype": "none", "figure.dpi": 100})
+
+
+@functools.cache
+def _plt():
+    """pyplot, imported on first use: a report whose figures are cached never pays for matplotlib."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display; must precede pyplot
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"font.size": 9, "svg.fonttype": "none", "figure.dpi": 100})
+    return plt
 
 
 def _svg(fig) -> str:
+    plt = _plt()
     buf = io.StringIO()
     fig.savefig(buf, format="svg", bbox_inches="tight")
     plt.close(fig)
@@ -26,6 +34,7 @@ def _svg(fig) -> str:
 
 
 def _empty(title: str, note: str) -> str:
+    plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 1.2))
     ax.set_axis_off()
     ax.set_title(title, loc="left")
@@ -50,6 +59,7 @@ def intervals(
     lines: Sequence[tuple[float, str]] = (),
 ) -> str:
     """One point with its CI per row (a forest plot); `lines` are vertical references (value, label)."""
+    plt = _plt()
     if not rows:
         return _empty(title, "nothing to plot")
     fig, ax = plt.subplots(figsize=(6.4, 0.45 * len(rows) + 1.0))
@@ -79,6 +89,7 @@ def histograms(
 ) -> str:
     """Step histograms on shared bins (log10 x axis); counts below the first edge are reported, since a
     deterministic CPU floor puts every value at exactly zero."""
+    plt = _plt()
     drawable = {k: v for k, v in series.items() if sum(v)}
     if not drawable:
         return _empty(title, below_note)
@@ -105,6 +116,7 @@ def histograms(
 
 def per_position(series: dict[str, Sequence[float]], title: str) -> str:
     """Acceptance rate per draft position, one line per arm."""
+    plt = _plt()
     drawable = {k: v for k, v in series.items() if len(v)}
     if not drawable:
         return _empty(title, "no speculative decoding in this run")

@@ -17,13 +17,14 @@ from eval_harness.diff.distance import PRIMARY
 from eval_harness.gate import Check, Policy, concerns, junit_xml, passed
 from eval_harness.records import Role
 from eval_harness.stats import cluster_ratio_ci
-from eval_harness.store import RunStore
+from eval_harness.store import RunStore, fingerprint
 
 PUBLIC_TESTS_NOTE = (
     "LiveCodeBench is scored on public tests only: pass@1 is higher than official LCB figures, "
     "which also run the hidden tests."
 )
 REPORTS = {"md": "report.md", "json": "report.json", "html": "report.html", "junit": "gate-junit.xml"}
+FIGURES = "figures.json"  # the HTML page's SVGs, keyed by the evaluation and the policy
 
 
 def reference_name(ev: RunEvaluation) -> str:
@@ -223,6 +224,19 @@ def _env() -> Environment:
     return env
 
 
+def cached_figures(store: RunStore, ev: RunEvaluation, policy: Policy) -> dict[str, list[str]]:
+    """The figures are the slow part of a report (matplotlib: seconds); they depend only on the evaluation
+    and the policy, so a report of an unchanged run reuses them."""
+    key = fingerprint({"evaluation": ev.key, "policy": policy.model_dump(mode="json")})
+    doc = store.read_document(FIGURES)
+    cached = json.loads(doc) if doc else {}
+    if cached.get("key") == key:
+        return cached["figures"]
+    figs = {m: figures(me, policy) for m, me in ev.models.items()}
+    store.write_document(FIGURES, json.dumps({"key": key, "figures": figs}))
+    return figs
+
+
 def render(ev: RunEvaluation, checks: list[Check], policy: Policy, run_dir: Path) -> dict[str, Path]:
     """Write report.md, report.json, report.html and gate-junit.xml into the run directory."""
     store = RunStore(run_dir)
@@ -242,7 +256,7 @@ def render(ev: RunEvaluation, checks: list[Check], policy: Policy, run_dir: Path
     env = _env()
     md = env.get_template("report.md.j2").render(**ctx)
     html = env.get_template("report.html.j2").render(
-        **ctx, figures={m: figures(me, policy) for m, me in ev.models.items()}, markdown=md
+        **ctx, figures=cached_figures(store, ev, policy), markdown=md
     )
     doc = {
         "verdict": ctx["verdict"],

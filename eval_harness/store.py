@@ -8,6 +8,7 @@
     RUN/<model>/<arm>/server.log          written by that arm's vLLM server
     RUN/<model>/<arm>/counts/             written by the rope-eval plugin in every vLLM process
     RUN/diff.json                         the evaluation (analyze.py), cached
+    RUN/figures.json                      the HTML page's figures (report.py), cached
     RUN/report.{md,json,html}, RUN/gate-junit.xml
 
 Every write is flushed and fsynced, JSON documents are replaced atomically, and a torn last line (a crash

@@ -197,3 +197,19 @@ def test_gate_and_report_never_import_torch(run_dir: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "exits 1 1" in out.stdout  # the planted bug fails both
+
+
+def test_a_second_report_of_an_unchanged_run_reuses_its_figures(tmp_path: Path) -> None:
+    """matplotlib costs seconds; the figures depend only on the evaluation and the policy."""
+    run_dir = write_run(tmp_path / "run", ARMS)
+    code = (
+        "import sys\nfrom eval_harness.cli import main\n"
+        f"main(['report', {str(run_dir)!r}])\n"
+        "print('matplotlib' in sys.modules)\n"
+    )
+    runs = [
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        for _ in "ab"
+    ]
+    assert [r.stdout.split()[-1] for r in runs] == ["True", "False"], runs[1].stderr[-2000:]
+    assert "<svg" in (run_dir / "report.html").read_text()
