@@ -135,7 +135,7 @@ class ProfileConfig(Strict):
 class RunConfig(Strict):
     name: str
     models: list[ModelEntry] = Field(min_length=1)
-    paths: list[str] = Field(min_length=2)  # the first is the baseline
+    paths: list[str] = Field(min_length=1)  # the first is the baseline
     # The yardstick every path is measured against, served like every other arm: `rope64` (the
     # `reference` path: RoPE in float64, rounded once; scales to any model) or `fp32` (the baseline path
     # with the whole model in float32: a stricter oracle where the model fits)
@@ -183,6 +183,13 @@ class RunConfig(Strict):
                 f"unknown suites {unknown}; known: {suite_names()}, or {LM_EVAL_PREFIX}<task name or YAML>"
             )
         return v
+
+    @model_validator(mode="after")
+    def _something_to_compare(self) -> RunConfig:
+        # The baseline alone is a run only when A/A arms measure its noise floor (`--path BASELINE --aa N`).
+        if len(self.paths) < 2 and not any(p.aa > 0 for p in self.profiles.values()):
+            raise ValueError("paths: at least 2 (the baseline first), or A/A arms (`aa: N` in a profile)")
+        return self
 
     @model_validator(mode="after")
     def _model_suites_exist(self) -> RunConfig:

@@ -511,6 +511,8 @@ def preflight(opts: RunOptions) -> Prepared:
     """Every check that can be made before a server starts: a bad `custom:` target, a missing model or
     missing data fails in seconds, not after the first arm has been served in full."""
     cfg = opts.config
+    if len(cfg.paths) < 2 and cfg.profile(opts.profile).aa == 0:
+        raise ValueError(f"nothing to compare: only the baseline {cfg.baseline} and no A/A arms (--aa N)")
     for p in cfg.paths:
         if check_path(p).kind == "custom-fused":
             load_custom(parse_path(p))  # the fused signature differs; importing it is what can be checked

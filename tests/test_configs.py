@@ -230,6 +230,12 @@ def test_base_config_is_valid(tmp_path: Path) -> None:
     assert load_config(_write(tmp_path, BASE)).paths == ["native", "triton"]
 
 
+def test_the_baseline_alone_with_aa_arms_is_a_noise_floor_run(tmp_path: Path) -> None:
+    """`run --path native --aa 20` stores such a config in its manifest; gate and report reload it."""
+    cfg = load_config(_write(tmp_path, _with(paths=["native"], profiles={"smoke": {"aa": 20}})))
+    assert cfg.paths == ["native"] and cfg.profile("smoke").aa == 20
+
+
 def test_malformed_yaml(tmp_path: Path) -> None:
     msg = _error(tmp_path, "name: t\npaths: [native, triton\n")
     assert "is not valid YAML" in msg and "line" in msg
@@ -241,7 +247,7 @@ def test_malformed_yaml(tmp_path: Path) -> None:
         (_with(paths=["native", "trition"]), "paths:", "unknown RoPE path 'trition'"),
         (_with(paths=["native", "custom:no_function"]), "paths:", "custom:<module>:<function>"),
         (_with(paths=["native", "native"]), "paths:", "repeat"),
-        (_with(paths=["native"]), "paths:", "at least 2"),
+        (_with(paths=["native"], profiles={"smoke": {"aa": 0}}), "(top level):", "paths: at least 2"),
         (_with(suites={"gsm8k_cot": {}}), "suites:", "unknown suites ['gsm8k_cot']"),
         (_with(suites={"aime": {"sampling": {"k": 4}}}), "suites.aime.sampling:", "temperature"),
         (_with(startup_timout=3600), "startup_timout:", "Extra inputs"),

@@ -42,6 +42,7 @@ def _no_arm_started(tmp_path: Path) -> bool:
         ({"paths": ["native", "custom:eval_harness.paths:NO_SUCH"]}, "has no callable 'NO_SUCH'"),
         ({"models": [{"name": "m", "path": "/nonexistent/model"}]}, "is not a directory here"),
         ({"models": [{"name": "m", "path": "builtin:no-such-tiny"}]}, "unknown builtin model"),
+        ({"paths": ["native"]}, "nothing to compare"),  # smoke has no A/A arms
     ],
 )
 def test_bad_input_fails_before_any_server(tmp_path: Path, capsys, over: dict, words: str) -> None:
