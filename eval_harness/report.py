@@ -83,7 +83,7 @@ def arm_verdicts(ev: RunEvaluation, checks: list[Check]) -> list[ArmVerdict]:
 
 def verdict_line(ev: RunEvaluation, checks: list[Check]) -> str:
     fails = [c for c in checks if not c.passed]
-    paths = ", ".join(ev.run.paths[1:])
+    paths = ", ".join(ev.run.paths[1:]) or f"the A/A arms of {ev.run.baseline}"  # a noise-floor run
     if not fails:
         where = f"on {len(ev.models)} model(s) ({len(checks)} checks)"
         return f"{paths} as close to {reference_name(ev)} as {ev.run.baseline} {where}"
