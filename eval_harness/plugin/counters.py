@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import atexit
 import json
-import multiprocessing.util
 import os
 import socket
 import sys
@@ -179,9 +178,6 @@ class CountsWriter:
             self.directory.mkdir(parents=True, exist_ok=True)
             threading.Thread(target=self._loop, name="rope-eval-counts", daemon=True).start()
             atexit.register(self.flush, final=True)
-            # A forked multiprocessing child leaves through os._exit, which skips atexit; its own exit
-            # hook runs these finalizers, so a forked worker's last flush still lands, marked idle.
-            multiprocessing.util.Finalize(None, self.flush, kwargs={"final": True}, exitpriority=0)
             self.started = True
 
     def after_fork(self) -> None:
